@@ -1,0 +1,308 @@
+//! Export bundles: everything about one COI in one signed CBOR document, verifiable with
+//! nothing but the network's anchor public key.
+//!
+//! # Bytes
+//!
+//! `bundle = [body, signature]`, signature = Ed25519 by the exporting site's key over
+//! `b"ledger.v1.bundle\0" || body bytes`, where `body` is:
+//!
+//! | idx | field        | CBOR                                             |
+//! |-----|--------------|--------------------------------------------------|
+//! | 0   | format       | uint, 1                                          |
+//! | 1   | network      | text                                             |
+//! | 2   | coi          | text, canonical COI                              |
+//! | 3   | exported_at  | int, ms since the Unix epoch                     |
+//! | 4   | exporter     | text, the exporting site                         |
+//! | 5   | exporter_key | bstr(32)                                         |
+//! | 6   | heads        | array of bstr(32), strictly ascending: the COI's heads at export |
+//! | 7   | events       | array of bstr, each an event's exact signed bytes |
+//! | 8   | certificates | array of bstr, each a certificate's bytes        |
+//! | 9   | revocations  | array of bstr                                    |
+//! | 10  | checkpoints  | array of bstr                                    |
+//!
+//! Events travel as byte strings so their ids (hashes of those bytes) survive untouched.
+//! A bundle that does not decode, or whose parts do not, is a `bundle.malformed` finding:
+//! verifying a bundle never panics and never returns "intact" for bytes it could not read.
+
+use crate::cbor::{self, shape, DecodeError, Fields};
+use crate::crypto::{PublicKey, SecretKey, Signature, TAG_BUNDLE};
+use crate::event::Event;
+use crate::finding::{Code, Finding};
+use crate::ids::{Coi, EventId, NetworkId, SiteId};
+use crate::projection::{Policy, Status};
+use crate::time::Timestamp;
+use crate::trust::{Certificate, Checkpoint, Revocation};
+use crate::verify::{verify, Options, Scope, Trust, Verdict, VerdictKind};
+use ciborium::value::Value;
+
+pub const BUNDLE_BYTES_MAX: usize = 256 * 1024 * 1024;
+pub const BUNDLE_EVENTS_MAX: usize = 1_000_000;
+pub const BUNDLE_RECORDS_MAX: usize = 10_000;
+const WHAT: &str = "bundle";
+
+/// A decoded bundle. Parts that failed to decode are listed in `defects`.
+#[derive(Debug)]
+pub struct Bundle {
+    pub network: NetworkId,
+    pub coi: Coi,
+    pub exported_at: Timestamp,
+    pub exporter: SiteId,
+    pub exporter_key: PublicKey,
+    pub heads: Vec<EventId>,
+    pub events: Vec<Event>,
+    pub certificates: Vec<Certificate>,
+    pub revocations: Vec<Revocation>,
+    pub checkpoints: Vec<Checkpoint>,
+    /// Parts that did not decode: (what, why).
+    pub defects: Vec<String>,
+    body_bytes: Vec<u8>,
+    signature: Signature,
+}
+
+/// What goes into a bundle.
+#[derive(Debug)]
+pub struct BundleDraft<'a> {
+    pub network: &'a NetworkId,
+    pub coi: &'a Coi,
+    pub exported_at: Timestamp,
+    pub exporter: &'a SiteId,
+    pub heads: Vec<EventId>,
+    pub events: Vec<&'a [u8]>,
+    pub certificates: Vec<&'a [u8]>,
+    pub revocations: Vec<&'a [u8]>,
+    pub checkpoints: Vec<&'a [u8]>,
+}
+
+impl BundleDraft<'_> {
+    /// Encodes and signs. Events are written in the order given (a verifier does not
+    /// depend on it).
+    pub fn sign(&self, key: &SecretKey) -> Vec<u8> {
+        let mut heads = self.heads.clone();
+        heads.sort();
+        heads.dedup();
+        let list = |items: &[&[u8]]| Value::Array(items.iter().map(|b| cbor::bytes(b)).collect());
+        let body = Value::Array(vec![
+            cbor::uint(1),
+            cbor::text(self.network.as_str()),
+            cbor::text(self.coi.as_str()),
+            cbor::int(self.exported_at.0),
+            cbor::text(self.exporter.as_str()),
+            cbor::bytes(&key.public().0),
+            Value::Array(heads.iter().map(|h| cbor::bytes(&h.0)).collect()),
+            list(&self.events),
+            list(&self.certificates),
+            list(&self.revocations),
+            list(&self.checkpoints),
+        ]);
+        let body_bytes = cbor::encode(&body);
+        let signature = key.sign(TAG_BUNDLE, &body_bytes);
+        cbor::encode(&Value::Array(vec![body, cbor::bytes(&signature.0)]))
+    }
+}
+
+fn byte_items(f: &mut Fields, field: &str, max: usize) -> Result<Vec<Vec<u8>>, DecodeError> {
+    f.list(field, max)?
+        .into_iter()
+        .map(|v| match v {
+            Value::Bytes(b) => Ok(b),
+            _ => Err(shape(WHAT, format!("{field} items must be byte strings"))),
+        })
+        .collect()
+}
+
+impl Bundle {
+    /// Decodes a bundle. The framing must be exact; an event or record inside that does not
+    /// decode is recorded in `defects` rather than failing the whole bundle, so a report
+    /// can still show everything else.
+    ///
+    /// # Errors
+    /// [`DecodeError`] when the bytes are not a bundle at all.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Bundle, DecodeError> {
+        let value = cbor::decode_canonical(WHAT, bytes, BUNDLE_BYTES_MAX)?;
+        let mut outer = Fields::new(WHAT, value, 2)?;
+        let body = outer.next("body")?;
+        let signature = Signature(outer.array("signature")?);
+        outer.end()?;
+        let body_bytes = cbor::encode(&body);
+        let mut f = Fields::new(WHAT, body, 11)?;
+        let format = f.u64("format")?;
+        if format != 1 {
+            return Err(shape(
+                WHAT,
+                format!("format {format} is not supported (this build reads format 1)"),
+            ));
+        }
+        let network =
+            NetworkId::parse(&f.text("network", 64)?).map_err(|e| shape(WHAT, e.to_string()))?;
+        let coi_text = f.text("coi", 32)?;
+        let coi = Coi::parse(&coi_text).map_err(|e| shape(WHAT, e.to_string()))?;
+        if coi.as_str() != coi_text {
+            return Err(shape(WHAT, "coi must be in canonical form"));
+        }
+        let exported_at = Timestamp(f.i64("exported_at")?);
+        let exporter =
+            SiteId::parse(&f.text("exporter", 64)?).map_err(|e| shape(WHAT, e.to_string()))?;
+        let exporter_key = PublicKey(f.array("exporter_key")?);
+        let heads = f
+            .list("heads", crate::event::PARENTS_MAX * 32)?
+            .into_iter()
+            .map(|v| cbor::item_array(WHAT, "heads", v).map(EventId))
+            .collect::<Result<Vec<_>, _>>()?;
+        if heads.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(shape(WHAT, "heads must be strictly ascending"));
+        }
+        let mut defects = Vec::new();
+        let mut events = Vec::new();
+        for (i, b) in byte_items(&mut f, "events", BUNDLE_EVENTS_MAX)?
+            .into_iter()
+            .enumerate()
+        {
+            match Event::from_bytes(&b) {
+                Ok(e) => events.push(e),
+                Err(err) => defects.push(format!("event #{i}: {err}")),
+            }
+        }
+        let mut certificates = Vec::new();
+        for (i, b) in byte_items(&mut f, "certificates", BUNDLE_RECORDS_MAX)?
+            .into_iter()
+            .enumerate()
+        {
+            match Certificate::from_bytes(&b) {
+                Ok(c) => certificates.push(c),
+                Err(err) => defects.push(format!("certificate #{i}: {err}")),
+            }
+        }
+        let mut revocations = Vec::new();
+        for (i, b) in byte_items(&mut f, "revocations", BUNDLE_RECORDS_MAX)?
+            .into_iter()
+            .enumerate()
+        {
+            match Revocation::from_bytes(&b) {
+                Ok(r) => revocations.push(r),
+                Err(err) => defects.push(format!("revocation #{i}: {err}")),
+            }
+        }
+        let mut checkpoints = Vec::new();
+        for (i, b) in byte_items(&mut f, "checkpoints", BUNDLE_RECORDS_MAX)?
+            .into_iter()
+            .enumerate()
+        {
+            match Checkpoint::from_bytes(&b) {
+                Ok(c) => checkpoints.push(c),
+                Err(err) => defects.push(format!("checkpoint #{i}: {err}")),
+            }
+        }
+        f.end()?;
+        Ok(Bundle {
+            network,
+            coi,
+            exported_at,
+            exporter,
+            exporter_key,
+            heads,
+            events,
+            certificates,
+            revocations,
+            checkpoints,
+            defects,
+            body_bytes,
+            signature,
+        })
+    }
+
+    /// Whether the exporter key signed this bundle's body.
+    pub fn signature_valid(&self) -> bool {
+        self.exporter_key
+            .verify(TAG_BUNDLE, &self.body_bytes, &self.signature)
+    }
+}
+
+/// The result of checking a bundle: the chain verdict plus the bundle's own findings.
+#[derive(Debug)]
+pub struct BundleReport {
+    pub verdict: Verdict,
+    /// None when the bytes were not a bundle at all.
+    pub bundle: Option<Bundle>,
+}
+
+/// Checks a bundle offline against `anchor`: the bundle signature and the exporter's
+/// certificate, then the chain with [`verify`] in [`Scope::CoiExport`].
+pub fn verify_bundle(bytes: &[u8], anchor: &PublicKey, policy: &Policy) -> BundleReport {
+    let bundle = match Bundle::from_bytes(bytes) {
+        Ok(b) => b,
+        Err(err) => {
+            let findings = vec![Finding::new(
+                Code::BundleMalformed,
+                Vec::new(),
+                format!("the file is not a readable bundle: {err}"),
+            )];
+            return BundleReport {
+                verdict: Verdict {
+                    kind: VerdictKind::from_findings(&findings),
+                    status: Status::Empty,
+                    coi: None,
+                    findings,
+                    n_events: 0,
+                    projection: None,
+                    order: Vec::new(),
+                },
+                bundle: None,
+            };
+        }
+    };
+    let mut bundle_findings = Vec::new();
+    for d in &bundle.defects {
+        bundle_findings.push(Finding::new(
+            Code::BundleMalformed,
+            Vec::new(),
+            format!("the bundle holds a part that does not decode: {d}"),
+        ));
+    }
+    if !bundle.signature_valid() {
+        bundle_findings.push(Finding::new(
+            Code::BundleBadSignature,
+            Vec::new(),
+            format!("the exporter's signature ({}) does not cover this bundle's contents: it was altered after export", bundle.exporter),
+        ));
+    }
+    let exporter_trusted = bundle.certificates.iter().any(|c| {
+        c.site == bundle.exporter
+            && c.key == bundle.exporter_key
+            && c.network == bundle.network
+            && c.signed_by(anchor)
+            && c.valid_at(bundle.exported_at)
+    }) && !bundle.revocations.iter().any(|r| {
+        r.site == bundle.exporter
+            && r.key == bundle.exporter_key
+            && r.signed_by(anchor)
+            && r.effective_from <= bundle.exported_at
+    });
+    if !exporter_trusted {
+        bundle_findings.push(Finding::new(
+            Code::BundleUntrustedExporter,
+            Vec::new(),
+            format!("the exporting site {} signed with a key that has no valid certificate from this anchor at export time {}", bundle.exporter, bundle.exported_at),
+        ));
+    }
+    let trust = Trust {
+        anchor: *anchor,
+        network: bundle.network.clone(),
+        certificates: bundle.certificates.clone(),
+        revocations: bundle.revocations.clone(),
+    };
+    let options = Options {
+        scope: Scope::CoiExport,
+        policy: policy.clone(),
+        coi: Some(bundle.coi.clone()),
+        heads: Some(bundle.heads.clone()),
+        checkpoints: bundle.checkpoints.clone(),
+    };
+    let mut verdict = verify(&bundle.events, &trust, &options);
+    bundle_findings.append(&mut verdict.findings);
+    verdict.findings = bundle_findings;
+    verdict.kind = VerdictKind::from_findings(&verdict.findings);
+    BundleReport {
+        verdict,
+        bundle: Some(bundle),
+    }
+}

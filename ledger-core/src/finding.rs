@@ -1,0 +1,144 @@
+//! Findings: what the verifier reports, each with a stable code, the events it concerns and
+//! a sentence a person understands.
+//!
+//! Codes are part of the public contract (fixtures, the API, exported reports): a code is
+//! never renamed or reused for another meaning. Each code has a [`Severity`]: a `Break` is
+//! proof that something is wrong; `Missing` is evidence that is absent (a dropped or not yet
+//! replicated event), which makes a verdict `incomplete` rather than `broken`.
+
+use crate::ids::EventId;
+use std::fmt;
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub enum Severity {
+    /// Missing evidence: the chain cannot be shown intact, nor shown broken.
+    Missing,
+    /// Proof of a break.
+    Break,
+}
+
+macro_rules! codes {
+    ($( $(#[$doc:meta])* $variant:ident = $code:literal, $sev:ident; )*) => {
+        /// Every finding code.
+        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+        pub enum Code { $( $(#[$doc])* $variant, )* }
+
+        impl Code {
+            pub const ALL: &'static [Code] = &[ $( Code::$variant, )* ];
+
+            /// The stable `family.name` string.
+            pub fn as_str(self) -> &'static str {
+                match self { $( Code::$variant => $code, )* }
+            }
+
+            pub fn severity(self) -> Severity {
+                match self { $( Code::$variant => Severity::$sev, )* }
+            }
+
+            pub fn parse(text: &str) -> Option<Code> {
+                match text { $( $code => Some(Code::$variant), )* _ => None }
+            }
+        }
+    };
+}
+
+codes! {
+    /// The signature does not verify under the key the event names.
+    BadSignature = "integrity.bad_signature", Break;
+    /// No certificate signed by the anchor binds this key to the author site.
+    UnknownKey = "integrity.unknown_key", Break;
+    /// The key's certificates are not valid at the event's recorded time.
+    KeyExpired = "integrity.key_expired", Break;
+    /// The key was revoked before the event's recorded time.
+    KeyRevoked = "integrity.key_revoked", Break;
+    /// A certificate or revocation that the anchor did not sign, or for another network.
+    BadCertificate = "integrity.bad_certificate", Break;
+    /// An event's prev hash is not the id of the author's previous event.
+    HashMismatch = "integrity.hash_mismatch", Break;
+    /// A parent named by an event is not in the evidence.
+    DanglingParent = "integrity.dangling_parent", Missing;
+    /// Seqs are missing inside a feed that should be whole.
+    FeedGap = "integrity.feed_gap", Missing;
+    /// One author signed two different events (or heads) for the same seq.
+    FeedFork = "integrity.feed_fork", Break;
+    /// Recorded time goes backwards beyond the tolerance.
+    ClockBackwards = "integrity.clock_backwards", Break;
+    /// An event of another network.
+    WrongNetwork = "integrity.wrong_network", Break;
+    /// Parents and feed order contradict each other.
+    CausalCycle = "integrity.causal_cycle", Break;
+    /// A head the exporter stated is not in the evidence.
+    MissingHead = "integrity.missing_head", Missing;
+    /// An event points at a record (condition record, corrected event) that is not present.
+    DanglingReference = "integrity.dangling_reference", Missing;
+    /// A body kind this version does not know; not judged.
+    UnknownBodyKind = "integrity.unknown_body_kind", Missing;
+    /// No collection (and no approved reassignment) opens the chain.
+    NoCollection = "identity.no_collection", Break;
+    /// A second collection for the same COI.
+    DuplicateCollection = "identity.duplicate_collection", Break;
+    /// An event names a unit that no collection, transformation or reassignment created.
+    UnitWithoutProvenance = "identity.unit_without_provenance", Break;
+    /// A scanned COI differs from the unit's, or an event belongs to another COI.
+    CoiMismatch = "identity.coi_mismatch", Break;
+    /// A consumed, administered or destroyed unit is used again, or a unit id is created twice.
+    UnitReused = "identity.unit_reused", Break;
+    /// A unit administered under a COI that is not its own.
+    AdministeredToOtherCoi = "identity.administered_to_other_coi", Break;
+    /// A reassignment without the approvals policy requires.
+    ReassignmentUnapproved = "identity.reassignment_unapproved", Break;
+    /// A receipt with no matching dispatch in its causal past.
+    ReceiptWithoutDispatch = "custody.receipt_without_dispatch", Break;
+    /// Dispatched to one site, received by another.
+    WrongRecipient = "custody.wrong_recipient", Break;
+    /// An action by a site that does not hold the unit.
+    NotCustodian = "custody.not_custodian", Break;
+    /// Two causally unordered actions on the same unit.
+    ConcurrentActions = "custody.concurrent_actions", Break;
+    /// The seal was found broken at receipt.
+    SealBroken = "custody.seal_broken", Break;
+    /// A site did something its role does not allow.
+    RolePermitted = "authority.role_not_permitted", Break;
+    /// A decision that needs the signature meaning "approved" was signed otherwise.
+    ApprovalRequired = "authority.approval_required", Break;
+    /// A unit moved on with an excursion that had no accepting disposition.
+    ExcursionUndisposed = "condition.excursion_undisposed", Break;
+    /// A unit moved on although its excursion was rejected.
+    ExcursionRejected = "condition.excursion_rejected", Break;
+    /// A unit moved after its stability deadline.
+    StabilityExpired = "condition.stability_expired", Break;
+    /// Drug product dispatched or administered without a standing QC release.
+    QcReleaseMissing = "condition.qc_release_missing", Break;
+    /// The bundle is not a well-formed bundle (truncated, altered framing, bad record).
+    BundleMalformed = "bundle.malformed", Break;
+    /// The exporter's signature over the bundle does not verify.
+    BundleBadSignature = "bundle.bad_signature", Break;
+    /// The exporter's key has no valid certificate from the anchor.
+    BundleUntrustedExporter = "bundle.untrusted_exporter", Break;
+}
+
+impl fmt::Display for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One thing the verifier found.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Finding {
+    pub code: Code,
+    /// The events it concerns, most relevant first (for a fork: both events).
+    pub events: Vec<EventId>,
+    /// One sentence for a person.
+    pub message: String,
+}
+
+impl Finding {
+    pub fn new(code: Code, events: Vec<EventId>, message: impl Into<String>) -> Finding {
+        Finding {
+            code,
+            events,
+            message: message.into(),
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! The custody ledger's pure domain: event model, canonical CBOR, signatures, trust, the
+//! chain verifier, projections and export bundles.
+//!
+//! Architecture invariant: this crate does no I/O, spawns nothing, and never reads a clock
+//! or a random source. Time and keys come in as parameters. Everything an offline verifier
+//! needs is here, so a regulator's check depends on this crate alone.
+
+pub mod bundle;
+pub mod cbor;
+pub mod crypto;
+pub mod event;
+pub mod finding;
+pub mod ids;
+pub mod projection;
+pub mod time;
+pub mod trust;
+pub mod verify;
+
+pub use crypto::{PublicKey, SecretKey, Signature};
+pub use event::{Approval, Body, Event, Meaning, NewUnit, Reading, Signer, UnsignedEvent, Witness};
+pub use finding::{Code, Finding, Severity};
+pub use ids::{Coi, Din, EventId, IdError, NetworkId, OperatorId, Seq, ShipperId, SiteId, UnitId};
+pub use projection::{CausalOrder, Custody, Policy, Projection, Status};
+pub use time::{Millis, Timestamp};
+pub use trust::{Certificate, CertificateDraft, Checkpoint, Revocation, Role};
+pub use verify::{verify, Options, Scope, Trust, Verdict, VerdictKind};
