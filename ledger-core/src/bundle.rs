@@ -225,9 +225,27 @@ pub struct BundleReport {
     pub bundle: Option<Bundle>,
 }
 
+/// How to check a bundle.
+#[derive(Clone, Debug)]
+pub struct BundleOptions {
+    pub policy: Policy,
+    /// [`Scope::CoiExport`] for a node's export (feeds hold other patients' events too);
+    /// [`Scope::WholeFeeds`] when the bundle's feeds hold only this chain.
+    pub scope: Scope,
+}
+
+impl Default for BundleOptions {
+    fn default() -> BundleOptions {
+        BundleOptions {
+            policy: Policy::default(),
+            scope: Scope::CoiExport,
+        }
+    }
+}
+
 /// Checks a bundle offline against `anchor`: the bundle signature and the exporter's
-/// certificate, then the chain with [`verify`] in [`Scope::CoiExport`].
-pub fn verify_bundle(bytes: &[u8], anchor: &PublicKey, policy: &Policy) -> BundleReport {
+/// certificate, then the chain with [`verify`].
+pub fn verify_bundle(bytes: &[u8], anchor: &PublicKey, opts: &BundleOptions) -> BundleReport {
     let bundle = match Bundle::from_bytes(bytes) {
         Ok(b) => b,
         Err(err) => {
@@ -291,8 +309,8 @@ pub fn verify_bundle(bytes: &[u8], anchor: &PublicKey, policy: &Policy) -> Bundl
         revocations: bundle.revocations.clone(),
     };
     let options = Options {
-        scope: Scope::CoiExport,
-        policy: policy.clone(),
+        scope: opts.scope,
+        policy: opts.policy.clone(),
         coi: Some(bundle.coi.clone()),
         heads: Some(bundle.heads.clone()),
         checkpoints: bundle.checkpoints.clone(),

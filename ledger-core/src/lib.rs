@@ -16,8 +16,11 @@ pub mod time;
 pub mod trust;
 pub mod verify;
 
+pub use bundle::{verify_bundle, Bundle, BundleDraft, BundleOptions, BundleReport};
 pub use crypto::{PublicKey, SecretKey, Signature};
-pub use event::{Approval, Body, Event, Meaning, NewUnit, Reading, Signer, UnsignedEvent, Witness};
+pub use event::{
+    Approval, Body, Event, Meaning, NewUnit, Reading, Signer, UnknownBody, UnsignedEvent, Witness,
+};
 pub use finding::{Code, Finding, Severity};
 pub use ids::{Coi, Din, EventId, IdError, NetworkId, OperatorId, Seq, ShipperId, SiteId, UnitId};
 pub use projection::{CausalOrder, Custody, Policy, Projection, Status};
