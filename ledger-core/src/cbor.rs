@@ -61,7 +61,13 @@ pub(crate) fn decode_canonical(
     }
     let value: Value = ciborium::from_reader(bytes).map_err(|err| DecodeError::NotCbor {
         what,
-        reason: err.to_string(),
+        reason: match err {
+            ciborium::de::Error::Io(_) => "the data ends early (truncated?)".to_owned(),
+            ciborium::de::Error::Syntax(offset) => format!("syntax error at byte {offset}"),
+            ciborium::de::Error::Semantic(Some(offset), msg) => format!("{msg} at byte {offset}"),
+            ciborium::de::Error::Semantic(None, msg) => msg,
+            ciborium::de::Error::RecursionLimitExceeded => "nested too deeply".to_owned(),
+        },
     })?;
     check_no_float_map_tag(what, &value)?;
     if encode(&value) != bytes {
