@@ -380,6 +380,14 @@ impl Projection {
     }
 }
 
+/// How a unit moves on; the checks differ (see [`Cx::movement`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Movement {
+    Dispatch,
+    Consumption,
+    Administration,
+}
+
 /// The context of folding one event.
 struct Cx<'a> {
     p: &'a mut Projection,
@@ -479,7 +487,7 @@ impl Cx<'_> {
                 };
                 for u in &units {
                     if self.act(u) {
-                        self.movement(u);
+                        self.movement(u, Movement::Dispatch);
                     }
                 }
                 let from = e.author().clone();
@@ -521,7 +529,7 @@ impl Cx<'_> {
                 self.require_role(&[Role::Manufacturer, Role::Lab], "transform units");
                 for u in &inputs {
                     if self.act(u) {
-                        self.movement(u);
+                        self.movement(u, Movement::Consumption);
                         if let Some(state) = self.p.units.get_mut(u) {
                             state.custody = Custody::Consumed { by: e.id() };
                             state.packed_in = None;
@@ -598,7 +606,7 @@ impl Cx<'_> {
             Body::Administration { unit, scanned_coi } => {
                 self.require_role(&[Role::Clinic], "administer");
                 if self.act(&unit) {
-                    self.movement(&unit);
+                    self.movement(&unit, Movement::Administration);
                     let owner = self.p.units.get(&unit).map(|s| s.coi.clone());
                     if let Some(owner) = owner {
                         if owner != scanned_coi {
@@ -817,8 +825,10 @@ impl Cx<'_> {
         }
     }
 
-    /// Checks made when a unit moves on: stability deadline, excursions, QC release.
-    fn movement(&mut self, unit: &UnitId) {
+    /// Checks made when a unit moves on: stability deadline and excursions always; QC
+    /// release only when it leaves (dispatch) or reaches the patient (administration).
+    /// Consuming an unreleased intermediate inside manufacturing is normal.
+    fn movement(&mut self, unit: &UnitId, movement: Movement) {
         let e = self.e;
         let Some(state) = self.p.units.get(unit) else {
             return;
@@ -868,7 +878,7 @@ impl Cx<'_> {
             return;
         };
         state.excursions_pending = still_pending;
-        if state.drug_product {
+        if state.drug_product && movement != Movement::Consumption {
             let known: Vec<(EventId, QcDecision)> = state
                 .qc
                 .iter()

@@ -1,0 +1,176 @@
+//! The `ledger` binary as a user runs it: build a fixture bundle, write the anchor, verify
+//! it, and check the exit code and output for intact, broken, unreadable and usage errors.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn ledger(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ledger"))
+        .args(args)
+        .output()
+        .expect("run ledger")
+}
+
+fn journey(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fixtures/journeys")
+        .join(name)
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let anchor = dir.path().join("anchor.pub");
+        let out = ledger(&["fixture", "anchor", "--out", anchor.to_str().expect("utf8")]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Setup { dir }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir
+            .path()
+            .join(name)
+            .to_str()
+            .expect("utf8")
+            .to_owned()
+    }
+
+    fn build(&self, journey_file: &str, out: &str) {
+        let o = ledger(&[
+            "fixture",
+            "build",
+            journey(journey_file).to_str().expect("utf8"),
+            "--out",
+            &self.path(out),
+        ]);
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+
+    fn verify(&self, bundle: &str, extra: &[&str]) -> Output {
+        let mut args = vec![
+            "verify-bundle".to_owned(),
+            self.path(bundle),
+            "--anchor".into(),
+            self.path("anchor.pub"),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        ledger(&refs)
+    }
+}
+
+#[test]
+fn intact_bundle_exits_0_with_json_verdict() {
+    let s = Setup::new();
+    s.build("valid/standard.toml", "std.bundle");
+    let out = s.verify("std.bundle", &["--output", "json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(doc["verdict"], "intact");
+    assert_eq!(doc["status"], "administered");
+    assert_eq!(doc["coi"], "CHA999926ABC123");
+    assert_eq!(doc["findings"].as_array().map(Vec::len), Some(0));
+    let text = s.verify("std.bundle", &[]);
+    assert!(String::from_utf8_lossy(&text.stdout).starts_with("INTACT"));
+}
+
+#[test]
+fn truncated_bundle_exits_1_with_malformed_finding() {
+    let s = Setup::new();
+    s.build("valid/standard.toml", "std.bundle");
+    let bytes = std::fs::read(s.path("std.bundle")).expect("read");
+    std::fs::write(s.path("cut.bundle"), &bytes[..bytes.len() / 2]).expect("write");
+    let out = s.verify("cut.bundle", &["--output", "json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(doc["verdict"], "broken");
+    assert_eq!(doc["findings"][0]["code"], "bundle.malformed");
+}
+
+#[test]
+fn a_file_that_is_not_a_bundle_exits_1() {
+    let s = Setup::new();
+    std::fs::write(s.path("notes.txt"), b"this is not a bundle\n").expect("write");
+    let out = s.verify("notes.txt", &["--output", "json"]);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn missing_file_exits_3_and_bad_usage_exits_2() {
+    let s = Setup::new();
+    let out = s.verify("absent.bundle", &[]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("absent.bundle"));
+    assert_eq!(ledger(&["verify-bundle"]).status.code(), Some(2));
+    assert_eq!(ledger(&["no-such-command"]).status.code(), Some(2));
+    std::fs::write(s.path("bad-anchor"), b"xyz").expect("write");
+    s.build("valid/standard.toml", "std.bundle");
+    let out = ledger(&[
+        "verify-bundle",
+        &s.path("std.bundle"),
+        "--anchor",
+        &s.path("bad-anchor"),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("64 hex digits"));
+}
+
+#[test]
+fn invalid_journey_file_exits_2_naming_the_problem() {
+    let s = Setup::new();
+    std::fs::write(s.path("j.toml"), "name = 'x'\nbogus_key = 1\n").expect("write");
+    let out = ledger(&[
+        "fixture",
+        "build",
+        &s.path("j.toml"),
+        "--out",
+        &s.path("x.bundle"),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("bogus_key"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn synthetic_bundle_verifies_intact() {
+    let s = Setup::new();
+    let o = ledger(&[
+        "fixture",
+        "synth",
+        "--events",
+        "500",
+        "--out",
+        &s.path("synth.bundle"),
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+    let out = s.verify("synth.bundle", &["--whole-feeds", "--output", "json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(
+        ledger(&["fixture", "synth", "--events", "0", "--out", &s.path("z")])
+            .status
+            .code(),
+        Some(2)
+    );
+}
