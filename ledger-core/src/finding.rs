@@ -73,7 +73,7 @@ codes! {
     DanglingReference = "integrity.dangling_reference", Missing;
     /// A body kind this version does not know; not judged.
     UnknownBodyKind = "integrity.unknown_body_kind", Missing;
-    /// No collection (and no approved reassignment) opens the chain.
+    /// Neither a collection nor a reassignment opens the chain.
     NoCollection = "identity.no_collection", Break;
     /// A second collection for the same COI.
     DuplicateCollection = "identity.duplicate_collection", Break;
@@ -123,6 +123,26 @@ impl fmt::Display for Code {
     }
 }
 
+impl Code {
+    /// Codes that assert something is absent (no release, no receipt, no custody, no
+    /// provenance, no ordering). When the judged event's causal past is itself missing
+    /// evidence, such a finding may be an artefact of what is missing, so it cannot prove
+    /// a break (see [`Finding::depends_on_missing`]).
+    pub fn asserts_absence(self) -> bool {
+        matches!(
+            self,
+            Code::QcReleaseMissing
+                | Code::ExcursionUndisposed
+                | Code::ExcursionRejected
+                | Code::ReceiptWithoutDispatch
+                | Code::NotCustodian
+                | Code::ConcurrentActions
+                | Code::UnitWithoutProvenance
+                | Code::NoCollection
+        )
+    }
+}
+
 /// One thing the verifier found.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Finding {
@@ -131,6 +151,10 @@ pub struct Finding {
     pub events: Vec<EventId>,
     /// One sentence for a person.
     pub message: String,
+    /// The finding asserts an absence on an event whose causal past lacks evidence (a
+    /// dangling parent, a feed gap, an event that could not be admitted); the missing
+    /// part may hold what is said to be absent. Such a finding counts as missing evidence.
+    pub depends_on_missing: bool,
 }
 
 impl Finding {
@@ -139,6 +163,17 @@ impl Finding {
             code,
             events,
             message: message.into(),
+            depends_on_missing: false,
+        }
+    }
+
+    /// The code's severity, lowered to `Missing` when the finding depends on missing
+    /// evidence.
+    pub fn severity(&self) -> Severity {
+        if self.depends_on_missing {
+            Severity::Missing
+        } else {
+            self.code.severity()
         }
     }
 }

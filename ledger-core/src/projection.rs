@@ -163,6 +163,8 @@ pub struct UnitState {
     pub excursions_pending: Vec<EventId>,
     /// Every excursion ever recorded for this unit.
     pub excursions: Vec<EventId>,
+    /// Movements (dispatch, consumption, administration) with their scan times.
+    pub movements: Vec<(EventId, Timestamp)>,
     /// The last acting event; the next one must have it in its causal past.
     pub last_act: EventId,
 }
@@ -193,6 +195,8 @@ struct ShipperState {
 
 struct Excursion {
     units: Vec<UnitId>,
+    /// When the excursion began: the earliest reading, or the record's scan time.
+    began: Timestamp,
 }
 
 /// The folded state of one COI.
@@ -207,7 +211,8 @@ pub struct Projection {
     /// Dispositions by condition record: (disposition, accepted).
     dispositions: HashMap<EventId, Vec<(EventId, bool)>>,
     corrections: Vec<(EventId, EventId)>,
-    known: std::collections::HashSet<EventId>,
+    /// Every folded event's short description, for messages that name another event.
+    labels: HashMap<EventId, String>,
     roles: BTreeMap<SiteId, Role>,
     n_events: usize,
     first_at: Option<Timestamp>,
@@ -246,7 +251,7 @@ impl Projection {
             excursions: HashMap::new(),
             dispositions: HashMap::new(),
             corrections: Vec::new(),
-            known: std::collections::HashSet::new(),
+            labels: HashMap::new(),
             roles: BTreeMap::new(),
             n_events: 0,
             first_at: None,
@@ -302,7 +307,7 @@ impl Projection {
         out: &mut Vec<Finding>,
     ) {
         self.n_events += 1;
-        self.known.insert(e.id());
+        self.labels.insert(e.id(), label(e));
         let at = e.occurred_at();
         self.first_at = Some(self.first_at.map_or(at, |t| t.min(at)));
         self.last_at = Some(self.last_at.map_or(at, |t| t.max(at)));
@@ -320,8 +325,63 @@ impl Projection {
         cx.apply();
     }
 
+    /// "event 1a2b3c4d5e6f (dispatch by depot-1 (seq 4))", or just the short id for an
+    /// event not folded.
+    pub fn describe(&self, id: EventId) -> String {
+        match self.labels.get(&id) {
+            Some(l) => format!("event {} ({l})", id.short()),
+            None => format!("event {}", id.short()),
+        }
+    }
+
     /// Findings that only the whole chain can show (run after the last event).
+    ///
+    /// An excursion never judged at a movement (recorded after the unit had already moved
+    /// on, or concurrently with it) is still a finding when the unit moved at or after the
+    /// excursion began and no accepting disposition exists anywhere: the record came too
+    /// late for anyone to have dispositioned it before the move.
     pub fn finish(&self, out: &mut Vec<Finding>) {
+        for unit in self.units.values() {
+            for x in &unit.excursions_pending {
+                let Some(excursion) = self.excursions.get(x) else {
+                    continue;
+                };
+                let Some((moved, at)) =
+                    unit.movements.iter().find(|(_, at)| *at >= excursion.began)
+                else {
+                    continue;
+                };
+                let dispositions = self.dispositions.get(x).map(Vec::as_slice).unwrap_or(&[]);
+                if dispositions.iter().any(|(_, accepted)| *accepted) {
+                    continue;
+                }
+                if let Some((d, _)) = dispositions.first() {
+                    let msg = format!(
+                        "unit {} moved on at {at} although its excursion ({}) was rejected",
+                        unit.unit,
+                        self.describe(*x)
+                    );
+                    out.push(Finding::new(
+                        Code::ExcursionRejected,
+                        vec![*moved, *x, *d],
+                        msg,
+                    ));
+                } else {
+                    let msg = format!(
+                        "unit {} moved on ({}) at {at}, after its temperature excursion began at {}, and the excursion ({}) never had an accepting quality disposition",
+                        unit.unit,
+                        self.describe(*moved),
+                        excursion.began,
+                        self.describe(*x)
+                    );
+                    out.push(Finding::new(
+                        Code::ExcursionUndisposed,
+                        vec![*moved, *x],
+                        msg,
+                    ));
+                }
+            }
+        }
         if self.n_events > 0 && self.collections.is_empty() && self.reassignments.is_empty() {
             out.push(Finding::new(
                 Code::NoCollection,
@@ -568,10 +628,17 @@ impl Cx<'_> {
                     }
                 }
                 if !excursion_units.is_empty() {
+                    let began = readings
+                        .iter()
+                        .map(|r| r.at)
+                        .min()
+                        .unwrap_or(e.occurred_at())
+                        .min(e.occurred_at());
                     self.p.excursions.insert(
                         e.id(),
                         Excursion {
                             units: excursion_units,
+                            began,
                         },
                     );
                 }
@@ -583,7 +650,7 @@ impl Cx<'_> {
             } => {
                 let permitted = self
                     .require_approval(&[Role::Manufacturer, Role::Lab], "disposition an excursion");
-                if !self.p.known.contains(&condition) {
+                if !self.p.labels.contains_key(&condition) {
                     let msg = format!(
                         "{} disposes of condition record {}, which is not in the evidence",
                         label(e),
@@ -655,7 +722,7 @@ impl Cx<'_> {
                 self.create(&units, true);
             }
             Body::Correction { target, .. } => {
-                if !self.p.known.contains(&target) {
+                if !self.p.labels.contains_key(&target) {
                     let msg = format!(
                         "{} corrects event {}, which is not in the evidence",
                         label(e),
@@ -742,6 +809,7 @@ impl Cx<'_> {
                     qc: Vec::new(),
                     excursions_pending: Vec::new(),
                     excursions: Vec::new(),
+                    movements: Vec::new(),
                     last_act: e.id(),
                 },
             );
@@ -771,9 +839,9 @@ impl Cx<'_> {
         let custody = state.custody.clone();
         if last != e.id() && !self.order.precedes(last, e.id()) {
             let msg = format!(
-                "{} and event {} both act on unit {unit} without either knowing of the other",
+                "{} and {} both act on unit {unit} without either knowing of the other",
                 label(e),
-                last.short()
+                self.p.describe(last)
             );
             self.find(Code::ConcurrentActions, vec![e.id(), last], msg);
         }
@@ -878,6 +946,7 @@ impl Cx<'_> {
             return;
         };
         state.excursions_pending = still_pending;
+        state.movements.push((e.id(), e.occurred_at()));
         if state.drug_product && movement != Movement::Consumption {
             let known: Vec<(EventId, QcDecision)> = state
                 .qc

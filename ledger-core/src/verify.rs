@@ -102,10 +102,7 @@ impl VerdictKind {
     }
 
     pub fn from_findings(findings: &[Finding]) -> VerdictKind {
-        if findings
-            .iter()
-            .any(|f| f.code.severity() == Severity::Break)
-        {
+        if findings.iter().any(|f| f.severity() == Severity::Break) {
             VerdictKind::Broken
         } else if findings.is_empty() {
             VerdictKind::Intact
@@ -282,8 +279,37 @@ pub fn verify(events: &[Event], trust: &Trust, options: &Options) -> Verdict {
         }
     }
 
-    // 4. Graph.
     let index: HashMap<EventId, usize> = evs.iter().enumerate().map(|(i, e)| (e.id(), i)).collect();
+    // A prev naming a present event that is not the author's seq n-1 is a broken link even
+    // when seq n-1 itself is absent (when it is present, the check above judged it).
+    for (i, e) in evs.iter().enumerate() {
+        let (Some(p), Some(_)) = (e.prev(), role[i]) else {
+            continue;
+        };
+        if feeds.contains_key(&(e.author(), Seq(e.seq().0 - 1))) {
+            continue;
+        }
+        if let Some(&pi) = index.get(&p) {
+            let pe = evs[pi];
+            if pe.author() != e.author() || pe.seq().0 + 1 != e.seq().0 {
+                findings.push(Finding::new(
+                    Code::HashMismatch,
+                    vec![e.id(), pe.id()],
+                    format!(
+                        "site {} seq {} names as its previous event {}, which is {}'s seq {}, not seq {}: the feed's hash chain is broken",
+                        e.author(),
+                        e.seq(),
+                        pe.id().short(),
+                        pe.author(),
+                        pe.seq(),
+                        e.seq().0 - 1
+                    ),
+                ));
+            }
+        }
+    }
+
+    // 4. Graph.
     let mut children: Vec<Vec<usize>> = vec![Vec::new(); n];
     let mut indegree = vec![0usize; n];
     for (i, e) in evs.iter().enumerate() {
@@ -420,14 +446,59 @@ pub fn verify(events: &[Event], trust: &Trust, options: &Options) -> Verdict {
             .or_else(|| order.first().map(|&i| evs[i]))
             .map(|e| e.coi().clone())
     });
+    // An event is tainted when its causal past lacks evidence: a dangling parent, a feed
+    // gap (where feeds are whole), or a predecessor that is itself tainted or could not be
+    // admitted. Absence findings on tainted events cannot prove a break.
+    let mut tainted = vec![false; n];
+    for &i in &order {
+        let e = evs[i];
+        let mut t = e.parents().iter().any(|p| !index.contains_key(p));
+        if options.scope == Scope::WholeFeeds {
+            t |= match prev_present.get(&i) {
+                Some(&p) => evs[p].seq().0 + 1 != e.seq().0,
+                None => e.seq().0 > 1,
+            };
+        }
+        let preds = e
+            .parents()
+            .iter()
+            .filter_map(|p| index.get(p).copied())
+            .chain(prev_present.get(&i).copied());
+        for p in preds {
+            t |= tainted[p] || role[p].is_none();
+        }
+        tainted[i] = t;
+    }
+    let any_missing = tainted.iter().any(|&t| t) || role.iter().any(Option::is_none);
     let mut projection = coi.clone().map(Projection::new);
     if let Some(p) = projection.as_mut() {
+        let mut fold_findings = Vec::new();
         for &i in &order {
             if let Some(r) = role[i] {
-                p.apply(evs[i], Some(r), &clocks, &options.policy, &mut findings);
+                p.apply(
+                    evs[i],
+                    Some(r),
+                    &clocks,
+                    &options.policy,
+                    &mut fold_findings,
+                );
             }
         }
-        p.finish(&mut findings);
+        p.finish(&mut fold_findings);
+        for f in &mut fold_findings {
+            if !f.code.asserts_absence() {
+                continue;
+            }
+            let judged_tainted = match f.events.first() {
+                Some(id) => index.get(id).is_some_and(|&i| tainted[i]),
+                None => any_missing,
+            };
+            if judged_tainted {
+                f.depends_on_missing = true;
+                f.message.push_str(" (judged without evidence missing from its causal past, which may hold what is missing here)");
+            }
+        }
+        findings.append(&mut fold_findings);
     }
     if let Some(heads) = &options.heads {
         for h in heads {
@@ -440,24 +511,60 @@ pub fn verify(events: &[Event], trust: &Trust, options: &Options) -> Verdict {
             }
         }
     }
+    // Checkpoints: each (site, seq) the trusted checkpoints speak of gets at most one
+    // finding, whichever contradiction shows it: two heads stated, a present event other
+    // than the stated head, or the stated head present at another position.
+    let mut stated: BTreeMap<(&SiteId, Seq), std::collections::BTreeSet<EventId>> = BTreeMap::new();
     for cp in &options.checkpoints {
+        // A checkpoint counts only if the site's key was trusted when it was signed.
         let trusted = cp.network == trust.network
             && cp.signature_valid()
             && certs
                 .get(&(&cp.site, cp.key))
-                .is_some_and(|cs| cs.iter().any(|c| c.valid_at(cp.at)));
-        if !trusted {
+                .is_some_and(|cs| cs.iter().any(|c| c.valid_at(cp.at)))
+            && !revoked
+                .get(&(&cp.site, cp.key))
+                .is_some_and(|from| *from <= cp.at);
+        if trusted {
+            stated
+                .entry((&cp.site, cp.seq))
+                .or_default()
+                .insert(cp.head);
+        }
+    }
+    for ((site, seq), heads) in &stated {
+        let present: Vec<EventId> = feeds
+            .get(&(*site, *seq))
+            .into_iter()
+            .flatten()
+            .filter(|&&i| role[i].is_some())
+            .map(|&i| evs[i].id())
+            .collect();
+        if heads.len() > 1 {
+            let mut ids: Vec<EventId> = heads.iter().copied().collect();
+            ids.extend(present.iter().filter(|id| !heads.contains(id)));
+            findings.push(Finding::new(
+                Code::FeedFork,
+                ids,
+                format!("site {site} signed checkpoints naming {} different events as its seq {seq}: equivocation", heads.len()),
+            ));
             continue;
         }
-        if let Some(idxs) = feeds.get(&(&cp.site, cp.seq)) {
-            for &i in idxs {
-                if role[i].is_some() && evs[i].id() != cp.head {
-                    findings.push(Finding::new(
-                        Code::FeedFork,
-                        vec![evs[i].id(), cp.head],
-                        format!("site {} signed a checkpoint naming {} as its seq {}, but signed event {} for that seq: equivocation", cp.site, cp.head.short(), cp.seq, evs[i].id().short()),
-                    ));
-                }
+        let Some(&head) = heads.first() else { continue };
+        if let Some(&other) = present.iter().find(|&&id| id != head) {
+            findings.push(Finding::new(
+                Code::FeedFork,
+                vec![other, head],
+                format!("site {site} signed a checkpoint naming {} as its seq {seq}, but signed event {} for that seq: equivocation", head.short(), other.short()),
+            ));
+        } else if let Some(&hi) = index.get(&head) {
+            let he = evs[hi];
+            if he.author() != *site || he.seq() != *seq {
+                findings.push(Finding::new(
+                    Code::FeedFork,
+                    vec![he.id()],
+                    format!("site {site} signed a checkpoint naming event {} as its seq {seq}, but that event is {}'s seq {}: equivocation", he.id().short(), he.author(), he.seq()),
+                ));
             }
         }
     }

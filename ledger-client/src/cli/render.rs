@@ -10,7 +10,7 @@ pub fn verdict_json(report: &BundleReport) -> String {
     let findings: Vec<_> = v
         .findings
         .iter()
-        .map(|f| json!({ "code": f.code.as_str(), "events": f.events.iter().map(|e| e.to_hex()).collect::<Vec<_>>(), "message": f.message }))
+        .map(|f| json!({ "code": f.code.as_str(), "events": f.events.iter().map(|e| e.to_hex()).collect::<Vec<_>>(), "message": f.message, "depends_on_missing": f.depends_on_missing }))
         .collect();
     let doc = json!({
         "verdict": v.kind.as_str(),
@@ -62,11 +62,12 @@ pub fn verdict_text(report: &BundleReport, anchor: &PublicKey) -> String {
         table.set_header(vec!["code", "events", "finding"]);
         for f in &v.findings {
             let events: Vec<String> = f.events.iter().map(|e| e.short()).collect();
-            table.add_row(vec![
-                f.code.as_str().to_owned(),
-                events.join("\n"),
-                f.message.clone(),
-            ]);
+            let code = if f.depends_on_missing {
+                format!("{} (?)", f.code)
+            } else {
+                f.code.as_str().to_owned()
+            };
+            table.add_row(vec![code, events.join("\n"), f.message.clone()]);
         }
         out.push_str(&format!("{table}\n"));
     }
