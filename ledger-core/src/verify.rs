@@ -522,9 +522,9 @@ pub fn verify(events: &[Event], trust: &Trust, options: &Options) -> Verdict {
             && certs
                 .get(&(&cp.site, cp.key))
                 .is_some_and(|cs| cs.iter().any(|c| c.valid_at(cp.at)))
-            && !revoked
+            && revoked
                 .get(&(&cp.site, cp.key))
-                .is_some_and(|from| *from <= cp.at);
+                .is_none_or(|from| *from > cp.at);
         if trusted {
             stated
                 .entry((&cp.site, cp.seq))
