@@ -662,6 +662,21 @@ impl Body {
         Ok(body)
     }
 
+    /// Checks a body built from outside (an API request) against the rules the decoder
+    /// enforces: limits on list lengths and text, non-empty unit lists, distinct units,
+    /// ordered temperature ranges, and no unknown kind. A body that passes encodes to bytes
+    /// that decode again.
+    ///
+    /// # Errors
+    /// [`DecodeError::Shape`] naming the field.
+    pub fn validate(&self) -> Result<(), DecodeError> {
+        if let Body::Unknown(u) = self {
+            return Err(shape(WHAT, format!("body kind {} cannot be written by this version", u.kind())));
+        }
+        // Re-decoding our own encoding applies every limit in one place.
+        Body::decode(self.encode()).map(|_| ())
+    }
+
     /// Structural rules every writer must keep (not ledger semantics: those are findings).
     fn check_shape(&self) -> Result<(), DecodeError> {
         fn distinct<'a, T: Ord + 'a>(
