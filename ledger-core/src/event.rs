@@ -671,7 +671,10 @@ impl Body {
     /// [`DecodeError::Shape`] naming the field.
     pub fn validate(&self) -> Result<(), DecodeError> {
         if let Body::Unknown(u) = self {
-            return Err(shape(WHAT, format!("body kind {} cannot be written by this version", u.kind())));
+            return Err(shape(
+                WHAT,
+                format!("body kind {} cannot be written by this version", u.kind()),
+            ));
         }
         // Re-decoding our own encoding applies every limit in one place.
         Body::decode(self.encode()).map(|_| ())

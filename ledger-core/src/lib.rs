@@ -6,6 +6,7 @@
 //! needs is here, so a regulator's check depends on this crate alone.
 
 pub mod bundle;
+pub mod causal;
 pub mod cbor;
 pub mod crypto;
 pub mod event;
@@ -17,6 +18,7 @@ pub mod trust;
 pub mod verify;
 
 pub use bundle::{verify_bundle, Bundle, BundleDraft, BundleOptions, BundleReport};
+pub use causal::ClockIndex;
 pub use crypto::{PublicKey, SecretKey, Signature};
 pub use event::{
     Approval, Body, Event, Meaning, NewUnit, Reading, Signer, UnknownBody, UnsignedEvent, Witness,

@@ -38,6 +38,25 @@ use std::collections::{BTreeMap, HashMap};
 pub trait CausalOrder {
     /// Whether `a` is in the causal past of `b`. False when `a == b`.
     fn precedes(&self, a: EventId, b: EventId) -> bool;
+    /// Whether the event is in the evidence (judged or not).
+    fn contains(&self, id: EventId) -> bool;
+    /// A short description ("dispatch by depot-1 (seq 4)") for messages, when known.
+    fn label(&self, _id: EventId) -> Option<String> {
+        None
+    }
+}
+
+/// "event 1a2b3c4d5e6f (dispatch by depot-1 (seq 4))", or just the short id.
+fn describe(order: &dyn CausalOrder, id: EventId) -> String {
+    match order.label(id) {
+        Some(l) => format!("event {} ({l})", id.short()),
+        None => format!("event {}", id.short()),
+    }
+}
+
+/// The description [`CausalOrder::label`] implementations use.
+pub fn event_label(e: &Event) -> String {
+    label(e)
 }
 
 /// Network policy the rules depend on.
@@ -211,8 +230,6 @@ pub struct Projection {
     /// Dispositions by condition record: (disposition, accepted).
     dispositions: HashMap<EventId, Vec<(EventId, bool)>>,
     corrections: Vec<(EventId, EventId)>,
-    /// Every folded event's short description, for messages that name another event.
-    labels: HashMap<EventId, String>,
     roles: BTreeMap<SiteId, Role>,
     n_events: usize,
     first_at: Option<Timestamp>,
@@ -251,7 +268,6 @@ impl Projection {
             excursions: HashMap::new(),
             dispositions: HashMap::new(),
             corrections: Vec::new(),
-            labels: HashMap::new(),
             roles: BTreeMap::new(),
             n_events: 0,
             first_at: None,
@@ -307,7 +323,6 @@ impl Projection {
         out: &mut Vec<Finding>,
     ) {
         self.n_events += 1;
-        self.labels.insert(e.id(), label(e));
         let at = e.occurred_at();
         self.first_at = Some(self.first_at.map_or(at, |t| t.min(at)));
         self.last_at = Some(self.last_at.map_or(at, |t| t.max(at)));
@@ -325,22 +340,13 @@ impl Projection {
         cx.apply();
     }
 
-    /// "event 1a2b3c4d5e6f (dispatch by depot-1 (seq 4))", or just the short id for an
-    /// event not folded.
-    pub fn describe(&self, id: EventId) -> String {
-        match self.labels.get(&id) {
-            Some(l) => format!("event {} ({l})", id.short()),
-            None => format!("event {}", id.short()),
-        }
-    }
-
     /// Findings that only the whole chain can show (run after the last event).
     ///
     /// An excursion never judged at a movement (recorded after the unit had already moved
     /// on, or concurrently with it) is still a finding when the unit moved at or after the
     /// excursion began and no accepting disposition exists anywhere: the record came too
     /// late for anyone to have dispositioned it before the move.
-    pub fn finish(&self, out: &mut Vec<Finding>) {
+    pub fn finish(&self, order: &dyn CausalOrder, out: &mut Vec<Finding>) {
         for unit in self.units.values() {
             for x in &unit.excursions_pending {
                 let Some(excursion) = self.excursions.get(x) else {
@@ -359,7 +365,7 @@ impl Projection {
                     let msg = format!(
                         "unit {} moved on at {at} although its excursion ({}) was rejected",
                         unit.unit,
-                        self.describe(*x)
+                        describe(order, *x)
                     );
                     out.push(Finding::new(
                         Code::ExcursionRejected,
@@ -370,9 +376,9 @@ impl Projection {
                     let msg = format!(
                         "unit {} moved on ({}) at {at}, after its temperature excursion began at {}, and the excursion ({}) never had an accepting quality disposition",
                         unit.unit,
-                        self.describe(*moved),
+                        describe(order, *moved),
                         excursion.began,
-                        self.describe(*x)
+                        describe(order, *x)
                     );
                     out.push(Finding::new(
                         Code::ExcursionUndisposed,
@@ -650,7 +656,7 @@ impl Cx<'_> {
             } => {
                 let permitted = self
                     .require_approval(&[Role::Manufacturer, Role::Lab], "disposition an excursion");
-                if !self.p.labels.contains_key(&condition) {
+                if !self.order.contains(condition) {
                     let msg = format!(
                         "{} disposes of condition record {}, which is not in the evidence",
                         label(e),
@@ -722,7 +728,7 @@ impl Cx<'_> {
                 self.create(&units, true);
             }
             Body::Correction { target, .. } => {
-                if !self.p.labels.contains_key(&target) {
+                if !self.order.contains(target) {
                     let msg = format!(
                         "{} corrects event {}, which is not in the evidence",
                         label(e),
@@ -841,7 +847,7 @@ impl Cx<'_> {
             let msg = format!(
                 "{} and {} both act on unit {unit} without either knowing of the other",
                 label(e),
-                self.p.describe(last)
+                describe(self.order, last)
             );
             self.find(Code::ConcurrentActions, vec![e.id(), last], msg);
         }

@@ -19,6 +19,7 @@
 //!
 //! Timestamps never decide causal order; they only feed the clock and stability checks.
 
+use crate::causal::ClockIndex;
 use crate::crypto::PublicKey;
 use crate::event::Event;
 use crate::finding::{Code, Finding, Severity};
@@ -137,27 +138,26 @@ enum Refusal {
     BadSignature,
 }
 
-/// Causal order as vector clocks: for each event, the highest seq of every site it knows.
-struct Clocks {
-    index: HashMap<EventId, usize>,
-    site_of: Vec<usize>,
-    seq_of: Vec<u64>,
-    /// n_events x n_sites, row-major.
-    clock: Vec<u64>,
-    n_sites: usize,
+/// The verifier's view of causal order: the clock index plus the events, for labels.
+struct Evidence<'a> {
+    clocks: ClockIndex,
+    evs: &'a [&'a Event],
+    index: &'a HashMap<EventId, usize>,
 }
 
-impl CausalOrder for Clocks {
+impl CausalOrder for Evidence<'_> {
     fn precedes(&self, a: EventId, b: EventId) -> bool {
-        if a == b {
-            return false;
-        }
-        match (self.index.get(&a), self.index.get(&b)) {
-            (Some(&ia), Some(&ib)) => {
-                self.clock[ib * self.n_sites + self.site_of[ia]] >= self.seq_of[ia]
-            }
-            _ => false,
-        }
+        self.clocks.precedes(a, b)
+    }
+
+    fn contains(&self, id: EventId) -> bool {
+        self.index.contains_key(&id)
+    }
+
+    fn label(&self, id: EventId) -> Option<String> {
+        self.index
+            .get(&id)
+            .map(|&i| crate::projection::event_label(self.evs[i]))
     }
 }
 
@@ -369,36 +369,15 @@ pub fn verify(events: &[Event], trust: &Trust, options: &Options) -> Verdict {
     }
 
     // Vector clocks in that order.
-    let mut site_idx: BTreeMap<&SiteId, usize> = BTreeMap::new();
-    for e in &evs {
-        let next = site_idx.len();
-        site_idx.entry(e.author()).or_insert(next);
-    }
-    let n_sites = site_idx.len().max(1);
-    let mut clocks = Clocks {
-        index: index.clone(),
-        site_of: evs.iter().map(|e| site_idx[e.author()]).collect(),
-        seq_of: evs.iter().map(|e| e.seq().0).collect(),
-        clock: vec![0; n * n_sites],
-        n_sites,
-    };
+    let mut clocks = ClockIndex::new();
     for &i in &order {
-        let mut row = vec![0u64; n_sites];
-        let e = evs[i];
-        let preds = e
-            .parents()
-            .iter()
-            .filter_map(|p| index.get(p).copied())
-            .chain(prev_present.get(&i).copied());
-        for p in preds {
-            for (s, slot) in row.iter_mut().enumerate() {
-                *slot = (*slot).max(clocks.clock[p * n_sites + s]);
-            }
-        }
-        let own = clocks.site_of[i];
-        row[own] = row[own].max(e.seq().0);
-        clocks.clock[i * n_sites..(i + 1) * n_sites].copy_from_slice(&row);
+        clocks.insert(evs[i], prev_present.get(&i).map(|&p| evs[p].id()));
     }
+    let evidence = Evidence {
+        clocks,
+        evs: &evs,
+        index: &index,
+    };
 
     // 5. Clock.
     let tol = options.policy.clock_tolerance;
@@ -478,13 +457,13 @@ pub fn verify(events: &[Event], trust: &Trust, options: &Options) -> Verdict {
                 p.apply(
                     evs[i],
                     Some(r),
-                    &clocks,
+                    &evidence,
                     &options.policy,
                     &mut fold_findings,
                 );
             }
         }
-        p.finish(&mut fold_findings);
+        p.finish(&evidence, &mut fold_findings);
         for f in &mut fold_findings {
             if !f.code.asserts_absence() {
                 continue;

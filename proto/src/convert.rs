@@ -11,8 +11,8 @@
 use crate::v1 as pb;
 use ledger_core::bundle::BundleReport;
 use ledger_core::{
-    Approval, Body, Coi, Din, Event, EventId, Finding, Meaning, NewUnit, OperatorId, Reading, ShipperId, Signer, SiteId, Status, Timestamp,
-    UnitId, VerdictKind, Witness,
+    Approval, Body, Coi, Din, Event, EventId, Finding, Meaning, NewUnit, OperatorId, Reading,
+    ShipperId, Signer, SiteId, Status, Timestamp, UnitId, VerdictKind, Witness,
 };
 
 /// A wire field that is missing or wrong.
@@ -24,7 +24,10 @@ pub struct ConvertError {
 }
 
 fn err(field: impl Into<String>, reason: impl Into<String>) -> ConvertError {
-    ConvertError { field: field.into(), reason: reason.into() }
+    ConvertError {
+        field: field.into(),
+        reason: reason.into(),
+    }
 }
 
 /// Longest request id a client may choose.
@@ -42,10 +45,16 @@ pub struct AppendDraft {
 }
 
 pub fn timestamp_to_wire(t: Timestamp) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: t.0.div_euclid(1000), nanos: (t.0.rem_euclid(1000) * 1_000_000) as i32 }
+    prost_types::Timestamp {
+        seconds: t.0.div_euclid(1000),
+        nanos: (t.0.rem_euclid(1000) * 1_000_000) as i32,
+    }
 }
 
-pub fn timestamp_from_wire(field: &str, t: Option<&prost_types::Timestamp>) -> Result<Timestamp, ConvertError> {
+pub fn timestamp_from_wire(
+    field: &str,
+    t: Option<&prost_types::Timestamp>,
+) -> Result<Timestamp, ConvertError> {
     let t = t.ok_or_else(|| err(field, "is required"))?;
     if !(0..1_000_000_000).contains(&t.nanos) {
         return Err(err(field, "nanos must be between 0 and 999,999,999"));
@@ -57,7 +66,11 @@ pub fn timestamp_from_wire(field: &str, t: Option<&prost_types::Timestamp>) -> R
     Ok(Timestamp(t.seconds * 1000 + i64::from(t.nanos / 1_000_000)))
 }
 
-fn parse<T, E: std::fmt::Display>(field: &str, text: &str, f: impl Fn(&str) -> Result<T, E>) -> Result<T, ConvertError> {
+fn parse<T, E: std::fmt::Display>(
+    field: &str,
+    text: &str,
+    f: impl Fn(&str) -> Result<T, E>,
+) -> Result<T, ConvertError> {
     if text.is_empty() {
         return Err(err(field, "is required"));
     }
@@ -69,7 +82,10 @@ fn unit(field: &str, text: &str) -> Result<UnitId, ConvertError> {
 }
 
 fn units(field: &str, list: &[String]) -> Result<Vec<UnitId>, ConvertError> {
-    list.iter().enumerate().map(|(i, u)| unit(&format!("{field}[{i}]"), u)).collect()
+    list.iter()
+        .enumerate()
+        .map(|(i, u)| unit(&format!("{field}[{i}]"), u))
+        .collect()
 }
 
 fn shipper(field: &str, text: &str) -> Result<ShipperId, ConvertError> {
@@ -99,7 +115,10 @@ fn new_units(field: &str, list: &[pb::NewUnit]) -> Result<Vec<NewUnit>, ConvertE
             let f = format!("{field}[{i}]");
             Ok(NewUnit {
                 unit: unit(&format!("{f}.unit_id"), &n.unit_id)?,
-                stability_deadline: timestamp_from_wire(&format!("{f}.stability_deadline"), n.stability_deadline.as_ref())?,
+                stability_deadline: timestamp_from_wire(
+                    &format!("{f}.stability_deadline"),
+                    n.stability_deadline.as_ref(),
+                )?,
                 temp_min_centi: n.temp_min_centi_celsius,
                 temp_max_centi: n.temp_max_centi_celsius,
             })
@@ -112,7 +131,9 @@ pub fn meaning_from_wire(field: &str, m: i32) -> Result<Meaning, ConvertError> {
         Ok(pb::SignatureMeaning::Performed) => Ok(Meaning::Performed),
         Ok(pb::SignatureMeaning::Verified) => Ok(Meaning::Verified),
         Ok(pb::SignatureMeaning::Approved) => Ok(Meaning::Approved),
-        Ok(pb::SignatureMeaning::Unspecified) => Err(err(field, "is required (performed, verified or approved)")),
+        Ok(pb::SignatureMeaning::Unspecified) => {
+            Err(err(field, "is required (performed, verified or approved)"))
+        }
         Err(_) => Err(err(field, format!("{m} is not a known signature meaning"))),
     }
 }
@@ -128,22 +149,34 @@ pub fn meaning_to_wire(m: Meaning) -> pb::SignatureMeaning {
 /// Converts a wire body; `field` is the path prefix for errors (`body`).
 pub fn body_from_wire(field: &str, body: Option<&pb::EventBody>) -> Result<Body, ConvertError> {
     use pb::event_body::Kind;
-    let kind = body.and_then(|b| b.kind.as_ref()).ok_or_else(|| err(field, "is required: set exactly one event kind"))?;
+    let kind = body
+        .and_then(|b| b.kind.as_ref())
+        .ok_or_else(|| err(field, "is required: set exactly one event kind"))?;
     let body = match kind {
         Kind::Collection(c) => Body::Collection {
             units: new_units(&format!("{field}.collection.units"), &c.units)?,
-            dins: c.dins.iter().enumerate().map(|(i, d)| parse(&format!("{field}.collection.dins[{i}]"), d, Din::parse)).collect::<Result<_, _>>()?,
+            dins: c
+                .dins
+                .iter()
+                .enumerate()
+                .map(|(i, d)| parse(&format!("{field}.collection.dins[{i}]"), d, Din::parse))
+                .collect::<Result<_, _>>()?,
         },
         Kind::LabelVerification(l) => Body::LabelVerification {
             unit: unit(&format!("{field}.label_verification.unit_id"), &l.unit_id)?,
-            scanned_coi: coi(&format!("{field}.label_verification.scanned_coi"), &l.scanned_coi)?,
+            scanned_coi: coi(
+                &format!("{field}.label_verification.scanned_coi"),
+                &l.scanned_coi,
+            )?,
         },
         Kind::Pack(p) => Body::Pack {
             shipper: shipper(&format!("{field}.pack.shipper_id"), &p.shipper_id)?,
             units: units(&format!("{field}.pack.unit_ids"), &p.unit_ids)?,
             seal: p.seal.clone(),
         },
-        Kind::Unpack(u) => Body::Unpack { shipper: shipper(&format!("{field}.unpack.shipper_id"), &u.shipper_id)? },
+        Kind::Unpack(u) => Body::Unpack {
+            shipper: shipper(&format!("{field}.unpack.shipper_id"), &u.shipper_id)?,
+        },
         Kind::Dispatch(d) => Body::Dispatch {
             shipper: shipper(&format!("{field}.dispatch.shipper_id"), &d.shipper_id)?,
             to: site(&format!("{field}.dispatch.to_site_id"), &d.to_site_id)?,
@@ -154,14 +187,23 @@ pub fn body_from_wire(field: &str, body: Option<&pb::EventBody>) -> Result<Body,
             seal_intact: r.seal_intact,
             scanned_coi: coi(&format!("{field}.receipt.scanned_coi"), &r.scanned_coi)?,
         },
-        Kind::Store(s) => Body::Store { unit: unit(&format!("{field}.store.unit_id"), &s.unit_id)?, location: s.location.clone() },
-        Kind::Retrieve(r) => Body::Retrieve { unit: unit(&format!("{field}.retrieve.unit_id"), &r.unit_id)?, location: r.location.clone() },
+        Kind::Store(s) => Body::Store {
+            unit: unit(&format!("{field}.store.unit_id"), &s.unit_id)?,
+            location: s.location.clone(),
+        },
+        Kind::Retrieve(r) => Body::Retrieve {
+            unit: unit(&format!("{field}.retrieve.unit_id"), &r.unit_id)?,
+            location: r.location.clone(),
+        },
         Kind::ManufacturingStep(m) => Body::ManufacturingStep {
             units: units(&format!("{field}.manufacturing_step.unit_ids"), &m.unit_ids)?,
             step: m.step.clone(),
         },
         Kind::Transformation(t) => Body::Transformation {
-            inputs: units(&format!("{field}.transformation.input_unit_ids"), &t.input_unit_ids)?,
+            inputs: units(
+                &format!("{field}.transformation.input_unit_ids"),
+                &t.input_unit_ids,
+            )?,
             outputs: new_units(&format!("{field}.transformation.outputs"), &t.outputs)?,
         },
         Kind::ConditionRecord(c) => Body::ConditionRecord {
@@ -172,7 +214,10 @@ pub fn body_from_wire(field: &str, body: Option<&pb::EventBody>) -> Result<Body,
                 .enumerate()
                 .map(|(i, r)| {
                     Ok(Reading {
-                        at: timestamp_from_wire(&format!("{field}.condition_record.readings[{i}].time"), r.time.as_ref())?,
+                        at: timestamp_from_wire(
+                            &format!("{field}.condition_record.readings[{i}].time"),
+                            r.time.as_ref(),
+                        )?,
                         temp_centi: r.temp_centi_celsius,
                     })
                 })
@@ -182,23 +227,43 @@ pub fn body_from_wire(field: &str, body: Option<&pb::EventBody>) -> Result<Body,
             excursion: c.excursion,
         },
         Kind::ExcursionDisposition(d) => Body::ExcursionDisposition {
-            condition: event_id(&format!("{field}.excursion_disposition.condition_event_id"), &d.condition_event_id)?,
+            condition: event_id(
+                &format!("{field}.excursion_disposition.condition_event_id"),
+                &d.condition_event_id,
+            )?,
             accepted: d.accepted,
             reason: d.reason.clone(),
         },
-        Kind::QcHold(q) => Body::QcHold { units: units(&format!("{field}.qc_hold.unit_ids"), &q.unit_ids)?, reason: q.reason.clone() },
-        Kind::QcRelease(q) => Body::QcRelease { units: units(&format!("{field}.qc_release.unit_ids"), &q.unit_ids)? },
-        Kind::QcReject(q) => Body::QcReject { units: units(&format!("{field}.qc_reject.unit_ids"), &q.unit_ids)?, reason: q.reason.clone() },
+        Kind::QcHold(q) => Body::QcHold {
+            units: units(&format!("{field}.qc_hold.unit_ids"), &q.unit_ids)?,
+            reason: q.reason.clone(),
+        },
+        Kind::QcRelease(q) => Body::QcRelease {
+            units: units(&format!("{field}.qc_release.unit_ids"), &q.unit_ids)?,
+        },
+        Kind::QcReject(q) => Body::QcReject {
+            units: units(&format!("{field}.qc_reject.unit_ids"), &q.unit_ids)?,
+            reason: q.reason.clone(),
+        },
         Kind::Administration(a) => Body::Administration {
             unit: unit(&format!("{field}.administration.unit_id"), &a.unit_id)?,
-            scanned_coi: coi(&format!("{field}.administration.scanned_coi"), &a.scanned_coi)?,
+            scanned_coi: coi(
+                &format!("{field}.administration.scanned_coi"),
+                &a.scanned_coi,
+            )?,
         },
         Kind::Destruction(d) => Body::Destruction {
             unit: unit(&format!("{field}.destruction.unit_id"), &d.unit_id)?,
             reason: d.reason.clone(),
             witness: match &d.witness {
                 None => None,
-                Some(w) => Some(Witness { operator: operator(&format!("{field}.destruction.witness.operator_id"), &w.operator_id)?, printed_name: w.printed_name.clone() }),
+                Some(w) => Some(Witness {
+                    operator: operator(
+                        &format!("{field}.destruction.witness.operator_id"),
+                        &w.operator_id,
+                    )?,
+                    printed_name: w.printed_name.clone(),
+                }),
             },
         },
         Kind::Reassignment(r) => Body::Reassignment {
@@ -210,16 +275,33 @@ pub fn body_from_wire(field: &str, body: Option<&pb::EventBody>) -> Result<Body,
                 .iter()
                 .enumerate()
                 .map(|(i, a)| {
-                    Ok(Approval { operator: operator(&format!("{field}.reassignment.approvals[{i}].operator_id"), &a.operator_id)?, printed_name: a.printed_name.clone(), qa: a.qa })
+                    Ok(Approval {
+                        operator: operator(
+                            &format!("{field}.reassignment.approvals[{i}].operator_id"),
+                            &a.operator_id,
+                        )?,
+                        printed_name: a.printed_name.clone(),
+                        qa: a.qa,
+                    })
                 })
                 .collect::<Result<_, ConvertError>>()?,
         },
         Kind::Correction(c) => Body::Correction {
-            target: event_id(&format!("{field}.correction.target_event_id"), &c.target_event_id)?,
+            target: event_id(
+                &format!("{field}.correction.target_event_id"),
+                &c.target_event_id,
+            )?,
             reason: c.reason.clone(),
         },
-        Kind::Note(n) => Body::Note { text: n.text.clone() },
-        Kind::Unknown(_) => return Err(err(format!("{field}.unknown"), "cannot be appended: it only describes stored events of a newer kind")),
+        Kind::Note(n) => Body::Note {
+            text: n.text.clone(),
+        },
+        Kind::Unknown(_) => {
+            return Err(err(
+                format!("{field}.unknown"),
+                "cannot be appended: it only describes stored events of a newer kind",
+            ))
+        }
     };
     body.validate().map_err(|e| err(field, shape_reason(&e)))?;
     Ok(body)
@@ -236,12 +318,27 @@ impl TryFrom<&pb::AppendRequest> for AppendDraft {
     type Error = ConvertError;
 
     fn try_from(r: &pb::AppendRequest) -> Result<AppendDraft, ConvertError> {
-        if r.request_id.is_empty() || r.request_id.len() > REQUEST_ID_MAX || !r.request_id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':')) {
-            return Err(err("request_id", format!("must be 1 to {REQUEST_ID_MAX} characters of A-Z a-z 0-9 - _ . :")));
+        if r.request_id.is_empty()
+            || r.request_id.len() > REQUEST_ID_MAX
+            || !r
+                .request_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+        {
+            return Err(err(
+                "request_id",
+                format!("must be 1 to {REQUEST_ID_MAX} characters of A-Z a-z 0-9 - _ . :"),
+            ));
         }
-        let signer = r.signer.as_ref().ok_or_else(|| err("signer", "is required"))?;
+        let signer = r
+            .signer
+            .as_ref()
+            .ok_or_else(|| err("signer", "is required"))?;
         if signer.printed_name.is_empty() {
-            return Err(err("signer.printed_name", "is required (Part 11: the signer's printed name)"));
+            return Err(err(
+                "signer.printed_name",
+                "is required (Part 11: the signer's printed name)",
+            ));
         }
         if signer.printed_name.len() > ledger_core::event::TEXT_BYTES_MAX {
             return Err(err("signer.printed_name", "is too long"));
@@ -279,44 +376,136 @@ fn ids(list: &[UnitId]) -> Vec<String> {
 pub fn body_to_wire(body: &Body) -> pb::EventBody {
     use pb::event_body::Kind;
     let kind = match body {
-        Body::Collection { units, dins } => Kind::Collection(pb::Collection { units: new_units_to_wire(units), dins: dins.iter().map(ToString::to_string).collect() }),
-        Body::LabelVerification { unit, scanned_coi } => Kind::LabelVerification(pb::LabelVerification { unit_id: unit.to_string(), scanned_coi: scanned_coi.to_string() }),
-        Body::Pack { shipper, units, seal } => Kind::Pack(pb::Pack { shipper_id: shipper.to_string(), unit_ids: ids(units), seal: seal.clone() }),
-        Body::Unpack { shipper } => Kind::Unpack(pb::Unpack { shipper_id: shipper.to_string() }),
-        Body::Dispatch { shipper, to } => Kind::Dispatch(pb::Dispatch { shipper_id: shipper.to_string(), to_site_id: to.to_string() }),
-        Body::Receipt { shipper, from, seal_intact, scanned_coi } => {
-            Kind::Receipt(pb::Receipt { shipper_id: shipper.to_string(), from_site_id: from.to_string(), seal_intact: *seal_intact, scanned_coi: scanned_coi.to_string() })
+        Body::Collection { units, dins } => Kind::Collection(pb::Collection {
+            units: new_units_to_wire(units),
+            dins: dins.iter().map(ToString::to_string).collect(),
+        }),
+        Body::LabelVerification { unit, scanned_coi } => {
+            Kind::LabelVerification(pb::LabelVerification {
+                unit_id: unit.to_string(),
+                scanned_coi: scanned_coi.to_string(),
+            })
         }
-        Body::Store { unit, location } => Kind::Store(pb::Store { unit_id: unit.to_string(), location: location.clone() }),
-        Body::Retrieve { unit, location } => Kind::Retrieve(pb::Retrieve { unit_id: unit.to_string(), location: location.clone() }),
-        Body::ManufacturingStep { units, step } => Kind::ManufacturingStep(pb::ManufacturingStep { unit_ids: ids(units), step: step.clone() }),
-        Body::Transformation { inputs, outputs } => Kind::Transformation(pb::Transformation { input_unit_ids: ids(inputs), outputs: new_units_to_wire(outputs) }),
-        Body::ConditionRecord { units, readings, min_centi, max_centi, excursion } => Kind::ConditionRecord(pb::ConditionRecord {
+        Body::Pack {
+            shipper,
+            units,
+            seal,
+        } => Kind::Pack(pb::Pack {
+            shipper_id: shipper.to_string(),
             unit_ids: ids(units),
-            readings: readings.iter().map(|r| pb::Reading { time: Some(timestamp_to_wire(r.at)), temp_centi_celsius: r.temp_centi }).collect(),
+            seal: seal.clone(),
+        }),
+        Body::Unpack { shipper } => Kind::Unpack(pb::Unpack {
+            shipper_id: shipper.to_string(),
+        }),
+        Body::Dispatch { shipper, to } => Kind::Dispatch(pb::Dispatch {
+            shipper_id: shipper.to_string(),
+            to_site_id: to.to_string(),
+        }),
+        Body::Receipt {
+            shipper,
+            from,
+            seal_intact,
+            scanned_coi,
+        } => Kind::Receipt(pb::Receipt {
+            shipper_id: shipper.to_string(),
+            from_site_id: from.to_string(),
+            seal_intact: *seal_intact,
+            scanned_coi: scanned_coi.to_string(),
+        }),
+        Body::Store { unit, location } => Kind::Store(pb::Store {
+            unit_id: unit.to_string(),
+            location: location.clone(),
+        }),
+        Body::Retrieve { unit, location } => Kind::Retrieve(pb::Retrieve {
+            unit_id: unit.to_string(),
+            location: location.clone(),
+        }),
+        Body::ManufacturingStep { units, step } => Kind::ManufacturingStep(pb::ManufacturingStep {
+            unit_ids: ids(units),
+            step: step.clone(),
+        }),
+        Body::Transformation { inputs, outputs } => Kind::Transformation(pb::Transformation {
+            input_unit_ids: ids(inputs),
+            outputs: new_units_to_wire(outputs),
+        }),
+        Body::ConditionRecord {
+            units,
+            readings,
+            min_centi,
+            max_centi,
+            excursion,
+        } => Kind::ConditionRecord(pb::ConditionRecord {
+            unit_ids: ids(units),
+            readings: readings
+                .iter()
+                .map(|r| pb::Reading {
+                    time: Some(timestamp_to_wire(r.at)),
+                    temp_centi_celsius: r.temp_centi,
+                })
+                .collect(),
             min_centi_celsius: *min_centi,
             max_centi_celsius: *max_centi,
             excursion: *excursion,
         }),
-        Body::ExcursionDisposition { condition, accepted, reason } => {
-            Kind::ExcursionDisposition(pb::ExcursionDisposition { condition_event_id: condition.to_hex(), accepted: *accepted, reason: reason.clone() })
-        }
-        Body::QcHold { units, reason } => Kind::QcHold(pb::QcHold { unit_ids: ids(units), reason: reason.clone() }),
-        Body::QcRelease { units } => Kind::QcRelease(pb::QcRelease { unit_ids: ids(units) }),
-        Body::QcReject { units, reason } => Kind::QcReject(pb::QcReject { unit_ids: ids(units), reason: reason.clone() }),
-        Body::Administration { unit, scanned_coi } => Kind::Administration(pb::Administration { unit_id: unit.to_string(), scanned_coi: scanned_coi.to_string() }),
-        Body::Destruction { unit, reason, witness } => Kind::Destruction(pb::Destruction {
+        Body::ExcursionDisposition {
+            condition,
+            accepted,
+            reason,
+        } => Kind::ExcursionDisposition(pb::ExcursionDisposition {
+            condition_event_id: condition.to_hex(),
+            accepted: *accepted,
+            reason: reason.clone(),
+        }),
+        Body::QcHold { units, reason } => Kind::QcHold(pb::QcHold {
+            unit_ids: ids(units),
+            reason: reason.clone(),
+        }),
+        Body::QcRelease { units } => Kind::QcRelease(pb::QcRelease {
+            unit_ids: ids(units),
+        }),
+        Body::QcReject { units, reason } => Kind::QcReject(pb::QcReject {
+            unit_ids: ids(units),
+            reason: reason.clone(),
+        }),
+        Body::Administration { unit, scanned_coi } => Kind::Administration(pb::Administration {
+            unit_id: unit.to_string(),
+            scanned_coi: scanned_coi.to_string(),
+        }),
+        Body::Destruction {
+            unit,
+            reason,
+            witness,
+        } => Kind::Destruction(pb::Destruction {
             unit_id: unit.to_string(),
             reason: reason.clone(),
-            witness: witness.as_ref().map(|w| pb::Person { operator_id: w.operator.to_string(), printed_name: w.printed_name.clone() }),
+            witness: witness.as_ref().map(|w| pb::Person {
+                operator_id: w.operator.to_string(),
+                printed_name: w.printed_name.clone(),
+            }),
         }),
-        Body::Reassignment { from_coi, units, reason, approvals } => Kind::Reassignment(pb::Reassignment {
+        Body::Reassignment {
+            from_coi,
+            units,
+            reason,
+            approvals,
+        } => Kind::Reassignment(pb::Reassignment {
             from_coi: from_coi.to_string(),
             units: new_units_to_wire(units),
             reason: reason.clone(),
-            approvals: approvals.iter().map(|a| pb::Approval { operator_id: a.operator.to_string(), printed_name: a.printed_name.clone(), qa: a.qa }).collect(),
+            approvals: approvals
+                .iter()
+                .map(|a| pb::Approval {
+                    operator_id: a.operator.to_string(),
+                    printed_name: a.printed_name.clone(),
+                    qa: a.qa,
+                })
+                .collect(),
         }),
-        Body::Correction { target, reason } => Kind::Correction(pb::Correction { target_event_id: target.to_hex(), reason: reason.clone() }),
+        Body::Correction { target, reason } => Kind::Correction(pb::Correction {
+            target_event_id: target.to_hex(),
+            reason: reason.clone(),
+        }),
         Body::Note { text } => Kind::Note(pb::Note { text: text.clone() }),
         Body::Unknown(u) => Kind::Unknown(pb::UnknownBody { kind: u.kind() }),
     };
@@ -335,7 +524,11 @@ pub fn event_to_wire(e: &Event) -> pb::Event {
         parent_event_ids: e.parents().iter().map(EventId::to_hex).collect(),
         occurred_time: Some(timestamp_to_wire(e.occurred_at())),
         recorded_time: Some(timestamp_to_wire(e.recorded_at())),
-        signer: Some(pb::Signer { operator_id: e.signer().operator.to_string(), printed_name: e.signer().printed_name.clone(), meaning: meaning_to_wire(e.signer().meaning) as i32 }),
+        signer: Some(pb::Signer {
+            operator_id: e.signer().operator.to_string(),
+            printed_name: e.signer().printed_name.clone(),
+            meaning: meaning_to_wire(e.signer().meaning) as i32,
+        }),
         body: Some(body_to_wire(e.body())),
         signed_bytes: e.bytes().to_vec(),
     }
@@ -356,17 +549,21 @@ pub fn status_to_wire(s: Status) -> pb::ChainStatus {
 
 /// `None` for `UNSPECIFIED` (meaning "any"); an error for a value this version does not know.
 pub fn status_from_wire(field: &str, s: i32) -> Result<Option<Status>, ConvertError> {
-    Ok(Some(match pb::ChainStatus::try_from(s).map_err(|_| err(field, format!("{s} is not a known chain status")))? {
-        pb::ChainStatus::Unspecified => return Ok(None),
-        pb::ChainStatus::Empty => Status::Empty,
-        pb::ChainStatus::Collected => Status::Collected,
-        pb::ChainStatus::InTransit => Status::InTransit,
-        pb::ChainStatus::InManufacturing => Status::InManufacturing,
-        pb::ChainStatus::AwaitingQc => Status::AwaitingQc,
-        pb::ChainStatus::Released => Status::Released,
-        pb::ChainStatus::Administered => Status::Administered,
-        pb::ChainStatus::Destroyed => Status::Destroyed,
-    }))
+    Ok(Some(
+        match pb::ChainStatus::try_from(s)
+            .map_err(|_| err(field, format!("{s} is not a known chain status")))?
+        {
+            pb::ChainStatus::Unspecified => return Ok(None),
+            pb::ChainStatus::Empty => Status::Empty,
+            pb::ChainStatus::Collected => Status::Collected,
+            pb::ChainStatus::InTransit => Status::InTransit,
+            pb::ChainStatus::InManufacturing => Status::InManufacturing,
+            pb::ChainStatus::AwaitingQc => Status::AwaitingQc,
+            pb::ChainStatus::Released => Status::Released,
+            pb::ChainStatus::Administered => Status::Administered,
+            pb::ChainStatus::Destroyed => Status::Destroyed,
+        },
+    ))
 }
 
 pub fn verdict_to_wire(v: VerdictKind) -> pb::Verdict {
@@ -387,7 +584,12 @@ pub fn verdict_from_wire(v: i32) -> Option<VerdictKind> {
 }
 
 pub fn finding_to_wire(f: &Finding) -> pb::Finding {
-    pb::Finding { code: f.code.as_str().to_owned(), event_ids: f.events.iter().map(EventId::to_hex).collect(), message: f.message.clone(), depends_on_missing: f.depends_on_missing }
+    pb::Finding {
+        code: f.code.as_str().to_owned(),
+        event_ids: f.events.iter().map(EventId::to_hex).collect(),
+        message: f.message.clone(),
+        depends_on_missing: f.depends_on_missing,
+    }
 }
 
 pub fn verify_response(report: &BundleReport) -> pb::VerifyChainResponse {
@@ -409,10 +611,21 @@ mod tests {
             request_id: "r-1".into(),
             site_id: "clinic-a".into(),
             coi: "CHA999926ABC123".into(),
-            occurred_time: Some(prost_types::Timestamp { seconds: 1_772_438_400, nanos: 123_456_789 }),
-            signer: Some(pb::Signer { operator_id: "nurse.kim".into(), printed_name: "K. Kim".into(), meaning: pb::SignatureMeaning::Performed as i32 }),
+            occurred_time: Some(prost_types::Timestamp {
+                seconds: 1_772_438_400,
+                nanos: 123_456_789,
+            }),
+            signer: Some(pb::Signer {
+                operator_id: "nurse.kim".into(),
+                printed_name: "K. Kim".into(),
+                meaning: pb::SignatureMeaning::Performed as i32,
+            }),
             body: Some(pb::EventBody {
-                kind: Some(pb::event_body::Kind::Pack(pb::Pack { shipper_id: "SHP-1".into(), unit_ids: vec!["BAG-1".into()], seal: "S-1".into() })),
+                kind: Some(pb::event_body::Kind::Pack(pb::Pack {
+                    shipper_id: "SHP-1".into(),
+                    unit_ids: vec!["BAG-1".into()],
+                    seal: "S-1".into(),
+                })),
             }),
         }
     }
@@ -449,16 +662,32 @@ mod tests {
         r.body = None;
         check_err(r, "body", "exactly one");
         let mut r = request();
-        r.body = Some(pb::EventBody { kind: Some(pb::event_body::Kind::Pack(pb::Pack { shipper_id: "SHP-1".into(), unit_ids: vec!["BAG-1".into(), "bad unit".into()], seal: String::new() })) });
+        r.body = Some(pb::EventBody {
+            kind: Some(pb::event_body::Kind::Pack(pb::Pack {
+                shipper_id: "SHP-1".into(),
+                unit_ids: vec!["BAG-1".into(), "bad unit".into()],
+                seal: String::new(),
+            })),
+        });
         check_err(r, "body.pack.unit_ids[1]", "may hold only");
         let mut r = request();
-        r.body = Some(pb::EventBody { kind: Some(pb::event_body::Kind::Pack(pb::Pack { shipper_id: "SHP-1".into(), unit_ids: vec![], seal: String::new() })) });
+        r.body = Some(pb::EventBody {
+            kind: Some(pb::event_body::Kind::Pack(pb::Pack {
+                shipper_id: "SHP-1".into(),
+                unit_ids: vec![],
+                seal: String::new(),
+            })),
+        });
         check_err(r, "body", "must not be empty");
         let mut r = request();
         r.occurred_time = None;
         check_err(r, "occurred_time", "required");
         let mut r = request();
-        r.body = Some(pb::EventBody { kind: Some(pb::event_body::Kind::Note(pb::Note { text: "x".repeat(5000) })) });
+        r.body = Some(pb::EventBody {
+            kind: Some(pb::event_body::Kind::Note(pb::Note {
+                text: "x".repeat(5000),
+            })),
+        });
         check_err(r, "body", "more than 1024");
     }
 }
