@@ -212,6 +212,7 @@ struct ShipperState {
     dispatch: Option<(EventId, SiteId, SiteId)>,
 }
 
+#[derive(Clone)]
 struct Excursion {
     units: Vec<UnitId>,
     /// When the excursion began: the earliest reading, or the record's scan time.
@@ -219,7 +220,7 @@ struct Excursion {
 }
 
 /// The folded state of one COI.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Projection {
     coi: Coi,
     collections: Vec<EventId>,

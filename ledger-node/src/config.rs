@@ -1,0 +1,216 @@
+//! Node configuration: defaults, then a TOML file, then `LEDGER_*` environment variables,
+//! then command-line flags, each overriding the one before. Parsed and validated once in
+//! `main`; nothing else reads the environment.
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Limits, each a named knob with a safe default.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Appends waiting for the disk before new ones get RESOURCE_EXHAUSTED.
+    pub append_queue_depth: usize,
+    /// Requests in one AppendBatch call.
+    pub append_batch_max: usize,
+    /// Events written under one fdatasync.
+    pub commit_group_max: usize,
+    /// Calls per second per token (a token bucket with one second of burst).
+    pub calls_per_second_per_token: u32,
+    /// Largest gRPC request message.
+    pub request_bytes_max: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            append_queue_depth: 4096,
+            append_batch_max: 1000,
+            commit_group_max: 4096,
+            calls_per_second_per_token: 100_000,
+            request_bytes_max: 4 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the event log, index and (for a development network) keys live.
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// Prometheus metrics over HTTP; none to disable.
+    pub metrics_listen: Option<SocketAddr>,
+    /// The network directory (anchor.pub, certs/, sites/, tokens/). Default:
+    /// `<data_dir>/network`, created as a development network on first start.
+    pub network_dir: Option<PathBuf>,
+    /// Network id for a development network created on first start.
+    pub dev_network_id: String,
+    /// Sites this node signs for; empty: every site whose key is in the network directory.
+    pub sites: Vec<String>,
+    /// Logs as JSON lines instead of text.
+    pub log_json: bool,
+    /// The index's cache; bounds the node's memory.
+    pub sled_cache_mib: u64,
+    /// How far a recorded time may go backwards before the verifier reports it.
+    pub clock_tolerance_ms: i64,
+    pub limits: Limits,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            data_dir: PathBuf::from("./ledger-data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
+            network_dir: None,
+            dev_network_id: "dev-net".to_owned(),
+            sites: Vec::new(),
+            log_json: false,
+            sled_cache_mib: 32,
+            clock_tolerance_ms: 5 * 60_000,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Parse(String),
+    #[error("configuration: {field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+}
+
+impl Config {
+    /// Loads defaults < `file` < `LEDGER_*` env < `overrides` (flags given on the command
+    /// line, as a partial TOML-shaped value).
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the key that is wrong.
+    pub fn load(file: Option<&Path>, overrides: impl Serialize) -> Result<Config, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(f) = file {
+            if !f.exists() {
+                return Err(ConfigError::Invalid {
+                    field: "config",
+                    reason: format!("file {} does not exist", f.display()),
+                });
+            }
+            fig = fig.merge(Toml::file(f));
+        }
+        fig = fig
+            .merge(Env::prefixed("LEDGER_").split("__"))
+            .merge(Serialized::defaults(overrides));
+        let cfg: Config = fig
+            .extract()
+            .map_err(|e| ConfigError::Parse(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field, reason: &str| {
+            Err(ConfigError::Invalid {
+                field,
+                reason: reason.to_owned(),
+            })
+        };
+        let l = &self.limits;
+        if l.append_queue_depth == 0 || l.append_queue_depth > 1_000_000 {
+            return invalid("limits.append_queue_depth", "must be 1 to 1,000,000");
+        }
+        if l.append_batch_max == 0 || l.append_batch_max > 10_000 {
+            return invalid("limits.append_batch_max", "must be 1 to 10,000");
+        }
+        if l.commit_group_max == 0 || l.commit_group_max > 100_000 {
+            return invalid("limits.commit_group_max", "must be 1 to 100,000");
+        }
+        if l.calls_per_second_per_token == 0 {
+            return invalid("limits.calls_per_second_per_token", "must be at least 1");
+        }
+        if l.request_bytes_max < 64 * 1024 || l.request_bytes_max > 64 * 1024 * 1024 {
+            return invalid("limits.request_bytes_max", "must be 64 KiB to 64 MiB");
+        }
+        if self.sled_cache_mib == 0 || self.sled_cache_mib > 64 * 1024 {
+            return invalid("sled_cache_mib", "must be 1 to 65536");
+        }
+        if !(0..=86_400_000).contains(&self.clock_tolerance_ms) {
+            return invalid("clock_tolerance_ms", "must be 0 to 86,400,000 (one day)");
+        }
+        for s in &self.sites {
+            ledger_core::SiteId::parse(s).map_err(|e| ConfigError::Invalid {
+                field: "sites",
+                reason: e.to_string(),
+            })?;
+        }
+        ledger_core::NetworkId::parse(&self.dev_network_id).map_err(|e| ConfigError::Invalid {
+            field: "dev_network_id",
+            reason: e.to_string(),
+        })?;
+        if Some(self.listen) == self.metrics_listen {
+            return invalid("metrics_listen", "must differ from listen");
+        }
+        Ok(())
+    }
+
+    pub fn network_dir(&self) -> PathBuf {
+        self.network_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("network"))
+    }
+
+    pub fn store_dir(&self) -> PathBuf {
+        self.data_dir.join("store")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Serialize)]
+    struct NoOverrides {}
+
+    #[test]
+    fn defaults_validate_and_file_overrides() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("node.toml");
+        std::fs::write(
+            &f,
+            "listen = \"127.0.0.1:7000\"\n[limits]\nappend_batch_max = 10\n",
+        )
+        .unwrap();
+        let cfg = Config::load(Some(&f), NoOverrides {}).unwrap();
+        assert_eq!(cfg.listen.port(), 7000);
+        assert_eq!(cfg.limits.append_batch_max, 10);
+        assert_eq!(
+            cfg.limits.append_queue_depth,
+            Limits::default().append_queue_depth
+        );
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("node.toml");
+        std::fs::write(&f, "[limits]\nappend_batch_max = 0\n").unwrap();
+        let e = Config::load(Some(&f), NoOverrides {})
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("limits.append_batch_max"), "{e}");
+        std::fs::write(&f, "listn = \"x\"\n").unwrap();
+        let e = Config::load(Some(&f), NoOverrides {})
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("listn"), "{e}");
+        let e = Config::load(Some(&dir.path().join("absent.toml")), NoOverrides {})
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("does not exist"), "{e}");
+    }
+}

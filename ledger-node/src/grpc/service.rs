@@ -1,0 +1,555 @@
+//! The `LedgerService` implementation.
+
+use super::auth::{authorize, Access, RateLimiter};
+use super::status;
+use crate::config::Limits;
+use crate::network::{Network, Principal};
+use crate::pipeline::Pipeline;
+use ledger_core::bundle::BundleDraft;
+use ledger_core::{Coi, Event, EventId, Options, Policy, Scope, Trust};
+use proto::convert::{self, AppendDraft};
+use proto::v1 as pb;
+use std::collections::HashSet;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+/// Events per GetChain page by default and at most.
+pub const CHAIN_PAGE_DEFAULT: usize = 1000;
+pub const CHAIN_PAGE_MAX: usize = 5000;
+/// Chains per ListChains page by default and at most.
+pub const LIST_PAGE_DEFAULT: usize = 100;
+pub const LIST_PAGE_MAX: usize = 1000;
+/// Largest chain verified or exported in one call.
+pub const CHAIN_EVENTS_MAX: u64 = 1_000_000;
+/// Export chunk size: well under gRPC's 4 MiB message limit.
+pub const EXPORT_CHUNK_BYTES: usize = 1024 * 1024;
+/// Events a watcher may fall behind before it is re-read from the store.
+pub const WATCH_QUEUE: usize = 1024;
+
+pub struct LedgerApi {
+    pipeline: Pipeline,
+    network: Arc<Network>,
+    limits: Limits,
+    policy: Policy,
+    limiter: RateLimiter,
+    shutdown: tokio_util::sync::CancellationToken,
+}
+
+impl std::fmt::Debug for LedgerApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LedgerApi")
+            .field("network", &self.network.id)
+            .finish()
+    }
+}
+
+impl LedgerApi {
+    pub fn new(
+        pipeline: Pipeline,
+        network: Arc<Network>,
+        limits: Limits,
+        policy: Policy,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> LedgerApi {
+        let limiter = RateLimiter::new(limits.calls_per_second_per_token);
+        LedgerApi {
+            pipeline,
+            network,
+            limits,
+            policy,
+            limiter,
+            shutdown,
+        }
+    }
+
+    fn coi(&self, field: &str, text: &str) -> Result<Coi, Status> {
+        if text.is_empty() {
+            return Err(Status::invalid_argument(format!("{field}: is required")));
+        }
+        Coi::parse(text).map_err(|e| Status::invalid_argument(format!("{field}: {e}")))
+    }
+
+    /// The chain's committed length, or NOT_FOUND.
+    fn committed(&self, coi: &Coi) -> Result<u64, Status> {
+        match self.pipeline.ledger().chain(coi) {
+            Some(c) if c.committed > 0 => Ok(c.committed),
+            _ => Err(Status::not_found(format!(
+                "chain {coi} is not on this node"
+            ))),
+        }
+    }
+
+    /// All committed events of a chain, read off the async runtime.
+    async fn chain_events(&self, coi: &Coi) -> Result<Vec<Event>, Status> {
+        let n = self.committed(coi)?;
+        if n > CHAIN_EVENTS_MAX {
+            return Err(Status::resource_exhausted(format!(
+                "chain {coi} has {n} events, more than {CHAIN_EVENTS_MAX} per call"
+            )));
+        }
+        let store = self.pipeline.store().clone();
+        let coi = coi.clone();
+        tokio::task::spawn_blocking(move || store.chain(&coi, 0, n as usize))
+            .await
+            .map_err(|e| Status::internal(format!("reading the chain: {e}")))?
+            .map(|v| v.into_iter().map(|(_, e)| e).collect())
+            .map_err(|e| status::store_error(&e))
+    }
+
+    fn trust(&self) -> Trust {
+        Trust {
+            anchor: self.network.anchor,
+            network: self.network.id.clone(),
+            certificates: self.network.certificates.clone(),
+            revocations: self.network.revocations.clone(),
+        }
+    }
+
+    fn check_site(principal: &Principal, draft: &AppendDraft) -> Result<(), Status> {
+        match principal {
+            Principal::Site(site) if *site == draft.site => Ok(()),
+            other => Err(Status::permission_denied(format!(
+                "{other} may not append as site {}",
+                draft.site
+            ))),
+        }
+    }
+}
+
+fn receipt_to_wire(r: &crate::ledger::Receipt) -> pb::AppendReceipt {
+    pb::AppendReceipt {
+        event_id: r.event_id.to_hex(),
+        site_id: r.site.to_string(),
+        seq: r.seq.0,
+        recorded_time: Some(convert::timestamp_to_wire(r.recorded_at)),
+        duplicate: r.duplicate,
+    }
+}
+
+fn count(result: &Result<(), &Status>) {
+    let code = match result {
+        Ok(()) => "ok".to_owned(),
+        Err(s) => format!("{:?}", s.code()),
+    };
+    metrics::counter!("ledger_appends_total", "result" => code).increment(1);
+}
+
+/// Chain heads among a set of events: those no other event names as a parent.
+fn heads_of(events: &[Event]) -> Vec<EventId> {
+    let parents: HashSet<EventId> = events
+        .iter()
+        .flat_map(|e| e.parents().iter().copied())
+        .collect();
+    events
+        .iter()
+        .map(Event::id)
+        .filter(|id| !parents.contains(id))
+        .collect()
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl pb::ledger_service_server::LedgerService for LedgerApi {
+    async fn append(
+        &self,
+        req: Request<pb::AppendRequest>,
+    ) -> Result<Response<pb::AppendResponse>, Status> {
+        let started = Instant::now();
+        let principal = authorize(&self.network, &self.limiter, &req, Access::Append, 1)?;
+        let draft = AppendDraft::try_from(req.get_ref()).map_err(|e| status::invalid(&e))?;
+        Self::check_site(&principal, &draft)?;
+        let result = self
+            .pipeline
+            .append(vec![draft])
+            .await
+            .pop()
+            .unwrap_or(Err(crate::ledger::AppendError::Stopped));
+        let answer = result
+            .map(|r| {
+                Response::new(pb::AppendResponse {
+                    receipt: Some(receipt_to_wire(&r)),
+                })
+            })
+            .map_err(|e| status::append_error(&e));
+        count(&answer.as_ref().map(|_| ()));
+        metrics::histogram!("ledger_append_seconds").record(started.elapsed().as_secs_f64());
+        answer
+    }
+
+    async fn append_batch(
+        &self,
+        req: Request<pb::AppendBatchRequest>,
+    ) -> Result<Response<pb::AppendBatchResponse>, Status> {
+        let n = req.get_ref().requests.len();
+        if n == 0 {
+            return Err(Status::invalid_argument("requests: is empty"));
+        }
+        if n > self.limits.append_batch_max {
+            return Err(Status::resource_exhausted(format!(
+                "requests: {n} in one batch, more than the limit of {}; split the upload",
+                self.limits.append_batch_max
+            )));
+        }
+        let principal = authorize(&self.network, &self.limiter, &req, Access::Append, n)?;
+        let mut results: Vec<Option<pb::AppendBatchResult>> = vec![None; n];
+        let mut drafts = Vec::new();
+        let mut slots = Vec::new();
+        for (i, r) in req.get_ref().requests.iter().enumerate() {
+            let checked = AppendDraft::try_from(r)
+                .map_err(|e| Status::invalid_argument(format!("requests[{i}].{e}")))
+                .and_then(|d| Self::check_site(&principal, &d).map(|()| d));
+            match checked {
+                Ok(d) => {
+                    slots.push(i);
+                    drafts.push(d);
+                }
+                Err(s) => results[i] = Some(error_result(&s)),
+            }
+        }
+        let answers = self.pipeline.append(drafts).await;
+        for (i, answer) in slots.into_iter().zip(answers) {
+            let result = match answer {
+                Ok(r) => pb::AppendBatchResult {
+                    result: Some(pb::append_batch_result::Result::Receipt(receipt_to_wire(
+                        &r,
+                    ))),
+                },
+                Err(e) => error_result(&status::append_error(&e)),
+            };
+            results[i] = Some(result);
+        }
+        for r in &results {
+            let outcome = match r.as_ref().and_then(|r| r.result.as_ref()) {
+                Some(pb::append_batch_result::Result::Receipt(_)) => "ok".to_owned(),
+                Some(pb::append_batch_result::Result::Error(e)) => {
+                    format!("{:?}", tonic::Code::from(e.code))
+                }
+                None => "none".to_owned(),
+            };
+            metrics::counter!("ledger_appends_total", "result" => outcome).increment(1);
+        }
+        Ok(Response::new(pb::AppendBatchResponse {
+            results: results.into_iter().map(Option::unwrap_or_default).collect(),
+        }))
+    }
+
+    async fn get_chain(
+        &self,
+        req: Request<pb::GetChainRequest>,
+    ) -> Result<Response<pb::GetChainResponse>, Status> {
+        authorize(&self.network, &self.limiter, &req, Access::Read, 1)?;
+        let r = req.get_ref();
+        let coi = self.coi("coi", &r.coi)?;
+        let committed = self.committed(&coi)?;
+        let page = match r.page_size {
+            0 => CHAIN_PAGE_DEFAULT,
+            n if n < 0 => return Err(Status::invalid_argument("page_size: must not be negative")),
+            n => (n as usize).min(CHAIN_PAGE_MAX),
+        };
+        let after: u64 = if r.page_token.is_empty() {
+            0
+        } else {
+            r.page_token.parse().map_err(|_| {
+                Status::invalid_argument("page_token: not a token from a previous response")
+            })?
+        };
+        if after > committed {
+            return Err(Status::invalid_argument(
+                "page_token: beyond the end of the chain",
+            ));
+        }
+        let limit = page.min((committed - after) as usize);
+        let store = self.pipeline.store().clone();
+        let c = coi.clone();
+        let events = tokio::task::spawn_blocking(move || store.chain(&c, after, limit))
+            .await
+            .map_err(|e| Status::internal(format!("reading the chain: {e}")))?
+            .map_err(|e| status::store_error(&e))?;
+        let last = events.last().map_or(after, |(p, _)| *p);
+        let next_page_token = if last < committed {
+            last.to_string()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::GetChainResponse {
+            events: events
+                .iter()
+                .map(|(_, e)| convert::event_to_wire(e))
+                .collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn verify_chain(
+        &self,
+        req: Request<pb::VerifyChainRequest>,
+    ) -> Result<Response<pb::VerifyChainResponse>, Status> {
+        authorize(&self.network, &self.limiter, &req, Access::Read, 1)?;
+        let coi = self.coi("coi", &req.get_ref().coi)?;
+        let events = self.chain_events(&coi).await?;
+        let trust = self.trust();
+        let options = Options {
+            scope: Scope::CoiExport,
+            policy: self.policy.clone(),
+            coi: Some(coi),
+            heads: None,
+            checkpoints: Vec::new(),
+        };
+        let verdict =
+            tokio::task::spawn_blocking(move || ledger_core::verify(&events, &trust, &options))
+                .await
+                .map_err(|e| Status::internal(format!("verifying: {e}")))?;
+        metrics::counter!("ledger_verify_total", "verdict" => verdict.kind.as_str()).increment(1);
+        Ok(Response::new(pb::VerifyChainResponse {
+            verdict: convert::verdict_to_wire(verdict.kind) as i32,
+            status: convert::status_to_wire(verdict.status) as i32,
+            findings: verdict
+                .findings
+                .iter()
+                .map(convert::finding_to_wire)
+                .collect(),
+            event_count: verdict.n_events as u64,
+        }))
+    }
+
+    type ExportChainStream = BoxStream<pb::ExportChainResponse>;
+
+    async fn export_chain(
+        &self,
+        req: Request<pb::ExportChainRequest>,
+    ) -> Result<Response<Self::ExportChainStream>, Status> {
+        authorize(&self.network, &self.limiter, &req, Access::Read, 1)?;
+        let coi = self.coi("coi", &req.get_ref().coi)?;
+        let events = self.chain_events(&coi).await?;
+        let site = self.network.local_sites.first().ok_or_else(|| {
+            Status::failed_precondition("this node signs for no site, so it cannot sign an export")
+        })?;
+        let heads = heads_of(&events);
+        let bundle = BundleDraft {
+            network: &self.network.id,
+            coi: &coi,
+            exported_at: crate::pipeline::now(),
+            exporter: &site.id,
+            heads,
+            events: events.iter().map(Event::bytes).collect(),
+            certificates: self
+                .network
+                .certificates
+                .iter()
+                .map(|c| c.bytes())
+                .collect(),
+            revocations: self.network.revocations.iter().map(|r| r.bytes()).collect(),
+            checkpoints: Vec::new(),
+        }
+        .sign(&site.key);
+        let total = bundle.len() as u64;
+        let chunks: Vec<Result<pb::ExportChainResponse, Status>> = bundle
+            .chunks(EXPORT_CHUNK_BYTES)
+            .map(|c| {
+                Ok(pb::ExportChainResponse {
+                    chunk: c.to_vec(),
+                    total_bytes: total,
+                })
+            })
+            .collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+    }
+
+    type WatchChainStream = BoxStream<pb::WatchChainResponse>;
+
+    async fn watch_chain(
+        &self,
+        req: Request<pb::WatchChainRequest>,
+    ) -> Result<Response<Self::WatchChainStream>, Status> {
+        authorize(&self.network, &self.limiter, &req, Access::Read, 1)?;
+        let coi = self.coi("coi", &req.get_ref().coi)?;
+        self.committed(&coi)?;
+        let from = req.get_ref().from_position;
+        // Subscribe before reading the backlog so nothing committed in between is missed.
+        let mut live = self.pipeline.subscribe();
+        let pipeline = self.pipeline.clone();
+        let shutdown = self.shutdown.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(WATCH_QUEUE);
+        tokio::spawn(async move {
+            let mut sent = from;
+            loop {
+                // Catch up from the store to the committed end.
+                let committed = pipeline.ledger().chain(&coi).map_or(0, |c| c.committed);
+                while sent < committed {
+                    let store = pipeline.store().clone();
+                    let c = coi.clone();
+                    let after = sent;
+                    let page = tokio::task::spawn_blocking(move || {
+                        store.chain(&c, after, CHAIN_PAGE_DEFAULT)
+                    })
+                    .await;
+                    let events = match page {
+                        Ok(Ok(events)) if !events.is_empty() => events,
+                        Ok(Err(e)) => {
+                            let _ = tx.send(Err(status::store_error(&e))).await;
+                            return;
+                        }
+                        _ => break,
+                    };
+                    for (position, e) in events {
+                        if tx
+                            .send(Ok(pb::WatchChainResponse {
+                                event: Some(convert::event_to_wire(&e)),
+                                position,
+                            }))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                        sent = position;
+                    }
+                }
+                // Then follow live commits until the watcher falls behind (re-read) or leaves.
+                loop {
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        msg = live.recv() => match msg {
+                            Ok(c) if c.coi == coi && c.position == sent + 1 => {
+                                if tx.send(Ok(pb::WatchChainResponse { event: Some(convert::event_to_wire(&c.event)), position: c.position })).await.is_err() {
+                                    return;
+                                }
+                                sent = c.position;
+                            }
+                            Ok(c) if c.coi == coi && c.position > sent + 1 => break,
+                            Ok(_) => {}
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
+                            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                        },
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn list_chains(
+        &self,
+        req: Request<pb::ListChainsRequest>,
+    ) -> Result<Response<pb::ListChainsResponse>, Status> {
+        authorize(&self.network, &self.limiter, &req, Access::Read, 1)?;
+        let r = req.get_ref();
+        let filter =
+            convert::status_from_wire("status", r.status).map_err(|e| status::invalid(&e))?;
+        let page = match r.page_size {
+            0 => LIST_PAGE_DEFAULT,
+            n if n < 0 => return Err(Status::invalid_argument("page_size: must not be negative")),
+            n => (n as usize).min(LIST_PAGE_MAX),
+        };
+        let after = if r.page_token.is_empty() {
+            None
+        } else {
+            Some(self.coi("page_token", &r.page_token)?)
+        };
+        let ledger = self.pipeline.ledger();
+        let mut cois: Vec<&Coi> = ledger
+            .chains()
+            .iter()
+            .filter(|(_, c)| c.committed > 0)
+            .map(|(k, _)| k)
+            .collect();
+        cois.sort();
+        let mut chains = Vec::new();
+        let mut next_page_token = String::new();
+        for coi in cois
+            .into_iter()
+            .filter(|c| after.as_ref().is_none_or(|a| *c > a))
+        {
+            let Some(chain) = ledger.chain(coi) else {
+                continue;
+            };
+            let p = &chain.projection;
+            let status = p.status();
+            if filter.is_some_and(|f| f != status) {
+                continue;
+            }
+            if chains.len() == page {
+                next_page_token = chains
+                    .last()
+                    .map(|c: &pb::ChainSummary| c.coi.clone())
+                    .unwrap_or_default();
+                break;
+            }
+            let mut custodians: Vec<String> = p
+                .units()
+                .filter_map(|u| u.custodian().map(ToString::to_string))
+                .collect();
+            custodians.sort();
+            custodians.dedup();
+            let flagged = p
+                .units()
+                .filter(|u| {
+                    matches!(u.custody, ledger_core::Custody::InTransit { .. })
+                        || !u.excursions_pending.is_empty()
+                })
+                .count();
+            chains.push(pb::ChainSummary {
+                coi: coi.to_string(),
+                status: convert::status_to_wire(status) as i32,
+                custodian_site_ids: custodians,
+                next_stability_deadline: p.next_deadline().map(convert::timestamp_to_wire),
+                event_count: chain.committed,
+                open_finding_count: chain.findings.len() as u32,
+                last_event_time: Some(convert::timestamp_to_wire(chain.last_event_at)),
+                flagged_unit_count: flagged as u32,
+            });
+        }
+        Ok(Response::new(pb::ListChainsResponse {
+            chains,
+            next_page_token,
+        }))
+    }
+
+    async fn get_node_info(
+        &self,
+        req: Request<pb::GetNodeInfoRequest>,
+    ) -> Result<Response<pb::GetNodeInfoResponse>, Status> {
+        authorize(&self.network, &self.limiter, &req, Access::Read, 1)?;
+        let ledger = self.pipeline.ledger();
+        let sites = self
+            .network
+            .local_sites
+            .iter()
+            .map(|s| {
+                let (seq, head) = ledger
+                    .feed_heads()
+                    .find(|(id, _, _)| **id == s.id)
+                    .map_or((0, None), |(_, seq, head)| (seq, head));
+                pb::SiteInfo {
+                    site_id: s.id.to_string(),
+                    role: s.role.as_str().to_owned(),
+                    public_key: s.key.public().to_hex(),
+                    feed_seq: seq,
+                    feed_head_event_id: head.map(|h| h.to_hex()).unwrap_or_default(),
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::GetNodeInfoResponse {
+            network_id: self.network.id.to_string(),
+            anchor_fingerprint: self.network.anchor.fingerprint(),
+            sites,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            event_count: ledger.n_events(),
+        }))
+    }
+}
+
+fn error_result(s: &Status) -> pb::AppendBatchResult {
+    pb::AppendBatchResult {
+        result: Some(pb::append_batch_result::Result::Error(pb::AppendError {
+            code: s.code() as i32,
+            message: s.message().to_owned(),
+        })),
+    }
+}

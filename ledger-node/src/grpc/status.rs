@@ -1,0 +1,48 @@
+//! The one mapping from the node's errors to gRPC status codes. Every match is exhaustive
+//! with no catch-all arm, so a new error variant does not compile until someone decides
+//! its code.
+
+use crate::ledger::AppendError;
+use crate::store::StoreError;
+use proto::convert::ConvertError;
+use tonic::{Code, Status};
+
+pub fn append_error(e: &AppendError) -> Status {
+    let code = match e {
+        AppendError::NotLocalSite { .. }
+        | AppendError::NoCollection { .. }
+        | AppendError::Refused { .. } => Code::FailedPrecondition,
+        AppendError::TooLarge { .. } | AppendError::QueueFull { .. } => Code::ResourceExhausted,
+        AppendError::InFlight | AppendError::Stopped | AppendError::CommitFailed { .. } => {
+            Code::Unavailable
+        }
+        AppendError::Storage(_) => Code::Internal,
+    };
+    Status::new(code, e.to_string())
+}
+
+pub fn invalid(e: &ConvertError) -> Status {
+    Status::invalid_argument(e.to_string())
+}
+
+pub fn store_error(e: &StoreError) -> Status {
+    Status::internal(format!("storage: {e}"))
+}
+
+/// gRPC's convention (and every other implementation's) for a message over the size limit
+/// is RESOURCE_EXHAUSTED; tonic's decoder says OUT_OF_RANGE. This response layer turns
+/// exactly that case into RESOURCE_EXHAUSTED, keeping tonic's message (which gives both
+/// sizes).
+pub fn remap_size_errors<B>(mut resp: http::Response<B>) -> http::Response<B> {
+    let too_large = resp.headers().get("grpc-status").is_some_and(|v| v == "11")
+        && resp
+            .headers()
+            .get("grpc-message")
+            .and_then(|m| m.to_str().ok())
+            .is_some_and(|m| m.contains("length too large") || m.contains("length%20too%20large"));
+    if too_large {
+        resp.headers_mut()
+            .insert("grpc-status", http::HeaderValue::from_static("8"));
+    }
+    resp
+}

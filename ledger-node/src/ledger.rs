@@ -1,0 +1,415 @@
+//! In-memory chain state and the append decision.
+//!
+//! [`Ledger`] holds, per chain, the projection fold, the causal-order index, the heads and
+//! the committed length; per local site, the feed head. It is rebuilt at start from the
+//! event log. [`Ledger::prepare`] turns a checked request into a signed event or a refusal:
+//! the decision itself is ledger-core's fold; this module only sequences and signs.
+//!
+//! Refusal policy: an append that the fold would report as a break is refused with the
+//! finding's sentence, except two findings that *report an observation* and must be
+//! recorded because they are the truth the chain exists to keep: a seal found broken at
+//! receipt (`custody.seal_broken`) and a scan that did not match (`identity.coi_mismatch`
+//! on a label verification or a receipt).
+//!
+//! Readers see only committed events (positions up to `committed`); the projection and
+//! heads may run ahead by the appends in flight, which are durable within milliseconds or
+//! make the node stop (see `pipeline`).
+
+use crate::network::LocalSite;
+use crate::store::{Record, Store, StoreError};
+use ledger_core::{
+    Body, CausalOrder, ClockIndex, Code, Coi, Event, EventId, Finding, NetworkId, Policy,
+    Projection, Role, Seq, SiteId, Timestamp, UnsignedEvent,
+};
+use proto::convert::AppendDraft;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// Why an append was refused. Mapped to a gRPC status once, in `grpc::status`.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    #[error("this node does not sign for site {site}")]
+    NotLocalSite { site: SiteId },
+    #[error("chain {coi} does not exist yet: its first event must be a collection (or an approved reassignment)")]
+    NoCollection { coi: Coi },
+    #[error("{}", refused_message(.findings))]
+    Refused { findings: Vec<Finding> },
+    #[error("the event would be {n_bytes} bytes, more than the limit of {max}")]
+    TooLarge { n_bytes: usize, max: usize },
+    #[error("the same request id is still being written; retry in a moment")]
+    InFlight,
+    #[error("too many appends are waiting for the disk ({depth} queued); retry with backoff")]
+    QueueFull { depth: usize },
+    #[error("the node stopped accepting appends after a storage failure; restart it")]
+    Stopped,
+    #[error("the event could not be written: {reason}; the node is stopping, restart it")]
+    CommitFailed { reason: String },
+    #[error("storage: {0}")]
+    Storage(#[from] StoreError),
+}
+
+fn refused_message(findings: &[Finding]) -> String {
+    let sentences: Vec<String> = findings
+        .iter()
+        .map(|f| format!("{}: {}", f.code, f.message))
+        .collect();
+    format!("refused, the chain would break: {}", sentences.join("; "))
+}
+
+/// What an append produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    pub event_id: EventId,
+    pub site: SiteId,
+    pub seq: Seq,
+    pub recorded_at: Timestamp,
+    pub duplicate: bool,
+}
+
+/// An accepted append: the record to write and where it lands.
+#[derive(Debug)]
+pub struct Prepared {
+    pub record: Record,
+    pub receipt: Receipt,
+    pub coi: Coi,
+    pub position: u64,
+}
+
+#[derive(Debug)]
+pub enum Outcome {
+    /// A new event to commit.
+    New(Box<Prepared>),
+    /// A retry of a request already appended (committed or in flight).
+    Duplicate(Receipt),
+}
+
+struct Feed {
+    key: ledger_core::SecretKey,
+    seq: u64,
+    head: Option<EventId>,
+    last_recorded: Timestamp,
+}
+
+/// One chain's state.
+pub struct Chain {
+    pub projection: Projection,
+    clocks: ClockIndex,
+    pub heads: BTreeSet<EventId>,
+    /// Positions assigned (committed or in flight).
+    pub len: u64,
+    /// Positions durable and visible to readers.
+    pub committed: u64,
+    pub last_event_at: Timestamp,
+    /// Findings the fold reported on stored events (replicated or recorded observations).
+    pub findings: Vec<Finding>,
+}
+
+impl std::fmt::Debug for Chain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Chain")
+            .field("len", &self.len)
+            .field("committed", &self.committed)
+            .field("heads", &self.heads.len())
+            .finish()
+    }
+}
+
+impl Chain {
+    fn new(coi: Coi) -> Chain {
+        Chain {
+            projection: Projection::new(coi),
+            clocks: ClockIndex::new(),
+            heads: BTreeSet::new(),
+            len: 0,
+            committed: 0,
+            last_event_at: Timestamp(i64::MIN),
+            findings: Vec::new(),
+        }
+    }
+
+    /// Folds an event into a copy of the projection; returns the copy and its findings.
+    fn judge(
+        &mut self,
+        e: &Event,
+        feed_prev: Option<EventId>,
+        role: Option<Role>,
+        policy: &Policy,
+    ) -> (Projection, Vec<Finding>) {
+        self.clocks.insert(e, feed_prev);
+        let mut next = self.projection.clone();
+        let mut findings = Vec::new();
+        next.apply(e, role, &self.clocks, policy, &mut findings);
+        (next, findings)
+    }
+
+    fn accept(&mut self, e: &Event, projection: Projection, findings: Vec<Finding>) -> u64 {
+        self.projection = projection;
+        for p in e.parents() {
+            self.heads.remove(p);
+        }
+        self.heads.insert(e.id());
+        self.len += 1;
+        self.last_event_at = self.last_event_at.max(e.occurred_at());
+        self.findings.extend(findings);
+        self.len
+    }
+}
+
+/// Whether a finding reports an observation the chain must record (see module docs).
+fn must_record(f: &Finding, e: &Event) -> bool {
+    match f.code {
+        Code::SealBroken => true,
+        Code::CoiMismatch => matches!(
+            e.body(),
+            Body::LabelVerification { .. } | Body::Receipt { .. }
+        ),
+        _ => false,
+    }
+}
+
+/// All in-memory state of the node's chains.
+pub struct Ledger {
+    network: NetworkId,
+    policy: Policy,
+    roles: BTreeMap<SiteId, Role>,
+    feeds: BTreeMap<SiteId, Feed>,
+    chains: HashMap<Coi, Chain>,
+    /// Appends in flight: (site, request id) -> receipt, until committed.
+    in_flight: HashMap<(SiteId, String), Receipt>,
+    n_events: u64,
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger")
+            .field("network", &self.network)
+            .field("chains", &self.chains.len())
+            .field("n_events", &self.n_events)
+            .finish()
+    }
+}
+
+impl Ledger {
+    pub fn new(
+        network: NetworkId,
+        policy: Policy,
+        roles: BTreeMap<SiteId, Role>,
+        sites: Vec<LocalSite>,
+    ) -> Ledger {
+        let feeds = sites
+            .into_iter()
+            .map(|s| {
+                (
+                    s.id,
+                    Feed {
+                        key: s.key,
+                        seq: 0,
+                        head: None,
+                        last_recorded: Timestamp(i64::MIN),
+                    },
+                )
+            })
+            .collect();
+        Ledger {
+            network,
+            policy,
+            roles,
+            feeds,
+            chains: HashMap::new(),
+            in_flight: HashMap::new(),
+            n_events: 0,
+        }
+    }
+
+    pub fn network(&self) -> &NetworkId {
+        &self.network
+    }
+
+    pub fn chains(&self) -> &HashMap<Coi, Chain> {
+        &self.chains
+    }
+
+    pub fn chain(&self, coi: &Coi) -> Option<&Chain> {
+        self.chains.get(coi)
+    }
+
+    pub fn n_events(&self) -> u64 {
+        self.n_events
+    }
+
+    /// Feed heads of the local sites: (site, seq, head).
+    pub fn feed_heads(&self) -> impl Iterator<Item = (&SiteId, u64, Option<EventId>)> {
+        self.feeds.iter().map(|(s, f)| (s, f.seq, f.head))
+    }
+
+    /// Folds a stored event at start-up (already durable, so it is committed).
+    pub fn replay(&mut self, record: &Record) {
+        let e = &record.event;
+        let role = self.roles.get(e.author()).copied();
+        let chain = self
+            .chains
+            .entry(e.coi().clone())
+            .or_insert_with(|| Chain::new(e.coi().clone()));
+        let feed_prev = e.prev().filter(|p| chain.clocks.contains(*p));
+        let (projection, findings) = chain.judge(e, feed_prev, role, &self.policy);
+        let position = chain.accept(e, projection, findings);
+        chain.committed = position;
+        if let Some(feed) = self.feeds.get_mut(e.author()) {
+            // Pair assertion: our own feed in the log is contiguous and in order.
+            assert_eq!(
+                e.seq().0,
+                feed.seq + 1,
+                "log holds {} seq {} after seq {}",
+                e.author(),
+                e.seq(),
+                feed.seq
+            );
+            feed.seq = e.seq().0;
+            feed.head = Some(e.id());
+            feed.last_recorded = feed.last_recorded.max(e.recorded_at());
+        }
+        self.n_events += 1;
+    }
+
+    /// Decides an append: a retry, a refusal, or a signed event ready to commit. On
+    /// success the state already includes the event (so the next append builds on it).
+    ///
+    /// # Errors
+    /// [`AppendError`] saying what is wrong; nothing changes then.
+    pub fn prepare(
+        &mut self,
+        draft: AppendDraft,
+        now: Timestamp,
+        store: &Store,
+    ) -> Result<Outcome, AppendError> {
+        let key = (draft.site.clone(), draft.request_id.clone());
+        if self.in_flight.contains_key(&key) {
+            // Answering before the original is durable would break "answer only once durable".
+            return Err(AppendError::InFlight);
+        }
+        if let Some(id) = store.request(&draft.site, &draft.request_id)? {
+            if let Some(e) = store.event(&id)? {
+                return Ok(Outcome::Duplicate(Receipt {
+                    event_id: id,
+                    site: e.author().clone(),
+                    seq: e.seq(),
+                    recorded_at: e.recorded_at(),
+                    duplicate: true,
+                }));
+            }
+        }
+        let Some(feed) = self.feeds.get(&draft.site) else {
+            return Err(AppendError::NotLocalSite { site: draft.site });
+        };
+        let is_opening = matches!(
+            draft.body,
+            Body::Collection { .. } | Body::Reassignment { .. }
+        );
+        if !self.chains.contains_key(&draft.coi) && !is_opening {
+            return Err(AppendError::NoCollection { coi: draft.coi });
+        }
+        // A feed's recorded times never go backwards, whatever the wall clock does.
+        let recorded_at = now.max(feed.last_recorded);
+        let parents: Vec<EventId> = self
+            .chains
+            .get(&draft.coi)
+            .map(|c| c.heads.iter().copied().collect())
+            .unwrap_or_default();
+        let unsigned = UnsignedEvent {
+            network: self.network.clone(),
+            author: draft.site.clone(),
+            seq: Seq(feed.seq + 1),
+            prev: feed.head,
+            key: feed.key.public(),
+            coi: draft.coi.clone(),
+            parents,
+            occurred_at: draft.occurred_at,
+            recorded_at,
+            signer: draft.signer,
+            body: draft.body,
+        };
+        let n_bytes = unsigned.to_bytes().len() + 2 + 2 + 64;
+        if n_bytes > ledger_core::event::EVENT_BYTES_MAX {
+            return Err(AppendError::TooLarge {
+                n_bytes,
+                max: ledger_core::event::EVENT_BYTES_MAX,
+            });
+        }
+        let event = unsigned.sign(&feed.key);
+        let role = self.roles.get(&draft.site).copied();
+        let chain = self
+            .chains
+            .entry(draft.coi.clone())
+            .or_insert_with(|| Chain::new(draft.coi.clone()));
+        let (projection, findings) = chain.judge(&event, feed.head, role, &self.policy);
+        let refused: Vec<Finding> = findings
+            .iter()
+            .filter(|f| !must_record(f, &event))
+            .cloned()
+            .collect();
+        if !refused.is_empty() {
+            chain.clocks.remove(event.id());
+            if chain.len == 0 {
+                self.chains.remove(&draft.coi);
+            }
+            return Err(AppendError::Refused { findings: refused });
+        }
+        let position = chain.accept(&event, projection, findings);
+        let feed = self
+            .feeds
+            .get_mut(&draft.site)
+            .expect("feed looked up above");
+        feed.seq += 1;
+        feed.head = Some(event.id());
+        feed.last_recorded = recorded_at;
+        self.n_events += 1;
+        let receipt = Receipt {
+            event_id: event.id(),
+            site: draft.site.clone(),
+            seq: event.seq(),
+            recorded_at,
+            duplicate: false,
+        };
+        self.in_flight.insert(key, receipt.clone());
+        Ok(Outcome::New(Box::new(Prepared {
+            record: Record {
+                event,
+                request_id: Some(draft.request_id),
+            },
+            receipt,
+            coi: draft.coi,
+            position,
+        })))
+    }
+
+    /// Marks committed appends visible and forgets their in-flight request ids.
+    pub fn committed(&mut self, done: &[(Coi, u64, SiteId, Option<String>)]) {
+        for (coi, position, site, request_id) in done {
+            if let Some(chain) = self.chains.get_mut(coi) {
+                chain.committed = chain.committed.max(*position);
+            }
+            if let Some(rid) = request_id {
+                self.in_flight.remove(&(site.clone(), rid.clone()));
+            }
+        }
+    }
+
+    /// Whether a unit belongs to a chain this node knows, and which.
+    pub fn is_known_chain(&self, coi: &Coi) -> bool {
+        self.chains.get(coi).is_some_and(|c| c.committed > 0)
+    }
+
+    /// Heads of a chain among committed events (for export statements).
+    pub fn heads(&self, coi: &Coi) -> Vec<EventId> {
+        self.chains
+            .get(coi)
+            .map(|c| c.heads.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Whether `a` is in the causal past of `b` within a chain (used by watchers and tests).
+    pub fn precedes(&self, coi: &Coi, a: EventId, b: EventId) -> bool {
+        self.chains
+            .get(coi)
+            .is_some_and(|c| c.clocks.precedes(a, b))
+    }
+}

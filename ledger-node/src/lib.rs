@@ -1,0 +1,158 @@
+//! The custody ledger node: a thin shell of I/O around ledger-core.
+//!
+//! - [`store`]: the durable event log and the sled index rebuilt from it.
+//! - [`config`]: configuration (file, env, flags), validated once.
+//! - [`network`]: the site keys, certificates and tokens the node signs and checks with.
+//! - [`ledger`]: in-memory chain state and the append decision (validate, sequence, sign).
+//! - [`pipeline`]: the bounded queue and the group-commit thread between gRPC and disk.
+//! - [`grpc`]: the ledger.v1 service, auth and the status mapping.
+//!
+//! Architecture invariants: only the committer thread writes to the store; chain state
+//! changes only under the ledger lock; every decision about ledger semantics is a call
+//! into ledger-core.
+
+pub mod config;
+pub mod grpc;
+pub mod ledger;
+pub mod network;
+pub mod pipeline;
+pub mod store;
+
+use anyhow::Context;
+use config::Config;
+use ledger_core::{Millis, NetworkId, Policy, SiteId};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// Loads (or, the first time, creates) the network the node works in.
+pub fn load_network(cfg: &Config) -> anyhow::Result<network::Network> {
+    let dir = cfg.network_dir();
+    if cfg.network_dir.is_none() {
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let id = NetworkId::parse(&cfg.dev_network_id)?;
+        if let Some(created) = network::create_dev(&dir, &id, pipeline::now())? {
+            tracing::warn!(
+                dir = %created.dir.display(),
+                anchor_fingerprint = %created.anchor_fingerprint,
+                tokens = %created.token_dir.display(),
+                "created a DEVELOPMENT network with fresh random keys; its anchor key sits next to the node's data: never use it for real patients"
+            );
+        }
+    }
+    let sites: Vec<SiteId> = cfg
+        .sites
+        .iter()
+        .map(|s| SiteId::parse(s))
+        .collect::<Result<_, _>>()?;
+    Ok(network::load(&dir, &sites)?)
+}
+
+pub fn policy(cfg: &Config) -> Policy {
+    Policy {
+        clock_tolerance: Millis(cfg.clock_tolerance_ms),
+        ..Policy::default()
+    }
+}
+
+/// Runs the node until `shutdown` is cancelled (or a storage failure cancels it), then
+/// finishes the appends in flight and returns.
+///
+/// # Errors
+/// When the network, the store or the listening socket cannot be opened.
+pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let network = Arc::new(load_network(&cfg)?);
+    let store_cfg = store::StoreConfig {
+        dir: cfg.store_dir(),
+        sled_cache_bytes: cfg.sled_cache_mib * 1024 * 1024,
+    };
+    let mut ledger = ledger::Ledger::new(
+        network.id.clone(),
+        policy(&cfg),
+        network.roles(),
+        network
+            .local_sites
+            .iter()
+            .map(|s| network::LocalSite {
+                id: s.id.clone(),
+                role: s.role,
+                key: s.key.clone(),
+            })
+            .collect(),
+    );
+    let started = std::time::Instant::now();
+    let (store, report) = {
+        let ledger = &mut ledger;
+        tokio::task::block_in_place(|| store::Store::open(&store_cfg, |r| ledger.replay(r)))?
+    };
+    tracing::info!(
+        events = report.n_records,
+        log_bytes = report.log_bytes,
+        cut_bytes = report.cut_bytes,
+        reindexed = report.reindexed,
+        chains = ledger.chains().len(),
+        seconds = started.elapsed().as_secs_f64(),
+        "store opened"
+    );
+    if report.cut_bytes > 0 {
+        tracing::warn!(cut_bytes = report.cut_bytes, "cut an incomplete record from the end of the log (a crash during a write that was never acknowledged)");
+    }
+    let store = Arc::new(store);
+    let (pipeline, committer) = pipeline::Pipeline::start(
+        ledger,
+        store,
+        cfg.limits.append_queue_depth,
+        cfg.limits.commit_group_max,
+        shutdown.clone(),
+    );
+
+    if let Some(addr) = cfg.metrics_listen {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .with_http_listener(addr)
+            .set_buckets(&[
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+            ])?
+            .install()
+            .with_context(|| format!("starting the metrics listener on {addr}"))?;
+        tracing::info!(%addr, "metrics listening");
+    }
+
+    let api = grpc::service::LedgerApi::new(
+        pipeline.clone(),
+        network.clone(),
+        cfg.limits.clone(),
+        policy(&cfg),
+        shutdown.clone(),
+    );
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<proto::v1::ledger_service_server::LedgerServiceServer<grpc::service::LedgerApi>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let service = proto::v1::ledger_service_server::LedgerServiceServer::new(api)
+        .max_decoding_message_size(cfg.limits.request_bytes_max)
+        .max_encoding_message_size(8 * 1024 * 1024);
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("listening on {}", cfg.listen))?;
+    let local = listener.local_addr()?;
+    tracing::info!(addr = %local, network = %network.id, sites = network.local_sites.len(), "ledger node listening on {local}");
+    tonic::transport::Server::builder()
+        .layer(tower::util::MapResponseLayer::new(
+            grpc::status::remap_size_errors,
+        ))
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(service)
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown.cancelled(),
+        )
+        .await?;
+    tracing::info!("shutting down: finishing appends in flight");
+    drop(pipeline);
+    tokio::task::spawn_blocking(move || committer.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("the committer thread panicked"))?;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,174 @@
+//! `ledger-node`: parse flags, build the config, run. Exit codes: 0 stopped cleanly,
+//! 1 runtime failure, 2 configuration error.
+
+use clap::{Parser, Subcommand};
+use ledger_node::config::Config;
+use serde::Serialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ledger-node",
+    version,
+    about = "Custody ledger node: durable signed appends over gRPC"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// TOML configuration file (keys as in `Config`; flags and LEDGER_* env override it).
+    #[arg(long, global = true, env = "LEDGER_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    flags: Flags,
+}
+
+#[derive(Debug, clap::Args, Serialize)]
+struct Flags {
+    /// Data directory (event log, index, development network).
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data_dir: Option<PathBuf>,
+    /// gRPC address, e.g. 127.0.0.1:50051 (port 0 picks a free one).
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    listen: Option<SocketAddr>,
+    /// Prometheus metrics address.
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metrics_listen: Option<SocketAddr>,
+    /// Network directory (anchor.pub, certs/, sites/, tokens/).
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    network_dir: Option<PathBuf>,
+    /// A site to sign for (repeat); default: every site with a key in the network directory.
+    #[arg(long = "site", global = true)]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    sites: Vec<String>,
+    /// Log JSON lines.
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    log_json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the node (the default).
+    Run {
+        /// Disable the metrics listener.
+        #[arg(long)]
+        no_metrics: bool,
+    },
+    /// Validate the configuration and the network directory, say what is wrong, and exit.
+    CheckConfig,
+    /// Rebuild the index from the event log (the node must be stopped).
+    RebuildIndex,
+}
+
+fn init_logs(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    let mut cfg = match Config::load(cli.config.as_deref(), &cli.flags) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ledger-node: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logs(cfg.log_json);
+    match cli.command.unwrap_or(Command::Run { no_metrics: false }) {
+        Command::CheckConfig => match ledger_node::load_network(&cfg) {
+            Ok(net) => {
+                println!("configuration ok: network {} (anchor {}), {} certificates, signs for {} site(s), listens on {}", net.id, net.anchor.fingerprint(), net.certificates.len(), net.local_sites.len(), cfg.listen);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("ledger-node: {e:#}");
+                ExitCode::from(2)
+            }
+        },
+        Command::RebuildIndex => {
+            let store_cfg = ledger_node::store::StoreConfig {
+                dir: cfg.store_dir(),
+                sled_cache_bytes: cfg.sled_cache_mib * 1024 * 1024,
+            };
+            match ledger_node::store::Store::rebuild_index(&store_cfg) {
+                Ok(report) => {
+                    println!("index rebuilt from the log: {} events", report.n_records);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("ledger-node: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Run { no_metrics } => {
+            if no_metrics {
+                cfg.metrics_listen = None;
+            }
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("ledger-node: cannot start the runtime: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            let shutdown = tokio_util::sync::CancellationToken::new();
+            let result = runtime.block_on(async {
+                let signal = shutdown.clone();
+                tokio::spawn(async move {
+                    wait_for_signal().await;
+                    tracing::info!("signal received");
+                    signal.cancel();
+                });
+                ledger_node::run(cfg, shutdown).await
+            });
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    eprintln!("ledger-node: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
+        }
+    }
+}

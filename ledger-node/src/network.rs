@@ -1,0 +1,394 @@
+//! The network as this node sees it: the anchor's public key, every site's certificate,
+//! revocations, the keys of the sites this node signs for, and the bearer tokens it
+//! accepts.
+//!
+//! Layout of a network directory:
+//!
+//! ```text
+//! network.id            the network id
+//! anchor.pub            the anchor public key, hex
+//! anchor.key            (development networks only) the anchor secret, hex, mode 0600
+//! certs/<site>.cert     anchor-signed certificates (CBOR)
+//! revocations/*.rev     anchor-signed revocations (CBOR)
+//! sites/<site>.key      secret keys of sites this node may sign for, hex, mode 0600
+//! tokens/<name>.token   bearer tokens, mode 0600: <site>.token writes as that site;
+//!                       auditor.token, regulator.token, admin.token read
+//! ```
+//!
+//! A development network (created on a node's first start with no network directory) has
+//! the sites the fixture journeys use, each with a fresh random key from the operating
+//! system, never the fixtures' TEST-ONLY keys.
+
+use ledger_core::{
+    Certificate, CertificateDraft, Millis, NetworkId, PublicKey, Revocation, Role, SecretKey,
+    SiteId, Timestamp,
+};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+/// The sites of a development network: the ones the fixture journeys use.
+pub const DEV_SITES: &[(&str, Role)] = &[
+    ("clinic-a", Role::Clinic),
+    ("clinic-s", Role::Clinic),
+    ("depot-1", Role::Depot),
+    ("depot-2", Role::Depot),
+    ("mfg-1", Role::Manufacturer),
+    ("lab-1", Role::Lab),
+];
+
+/// Reader roles besides the sites.
+pub const READER_TOKENS: &[&str] = &["auditor", "regulator", "admin"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkError {
+    #[error("{path}: {reason}")]
+    Io { path: PathBuf, reason: String },
+    #[error("{path}: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+    #[error("no key for site {site} in {dir}: this node cannot sign for it (remove it from `sites` or add sites/{site}.key)")]
+    NoKey { site: SiteId, dir: PathBuf },
+    #[error("site {site}: its key does not match any certificate in {dir}/certs")]
+    KeyWithoutCertificate { site: SiteId, dir: PathBuf },
+}
+
+fn io(path: &Path, e: impl std::fmt::Display) -> NetworkError {
+    NetworkError::Io {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    }
+}
+
+fn invalid(path: &Path, reason: impl Into<String>) -> NetworkError {
+    NetworkError::Invalid {
+        path: path.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+/// Who a bearer token speaks for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Principal {
+    Site(SiteId),
+    Auditor,
+    Regulator,
+    Admin,
+}
+
+impl std::fmt::Display for Principal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Principal::Site(s) => write!(f, "site {s}"),
+            Principal::Auditor => f.write_str("auditor"),
+            Principal::Regulator => f.write_str("regulator"),
+            Principal::Admin => f.write_str("admin"),
+        }
+    }
+}
+
+/// A site this node signs for.
+#[derive(Debug)]
+pub struct LocalSite {
+    pub id: SiteId,
+    pub role: Role,
+    pub key: SecretKey,
+}
+
+/// Everything loaded from a network directory.
+#[derive(Debug)]
+pub struct Network {
+    pub dir: PathBuf,
+    pub id: NetworkId,
+    pub anchor: PublicKey,
+    pub certificates: Vec<Certificate>,
+    pub revocations: Vec<Revocation>,
+    pub local_sites: Vec<LocalSite>,
+    /// SHA-256 of each token -> principal. Tokens are compared by hash so the table never
+    /// holds a usable secret and lookups take the same time whatever the token.
+    tokens: HashMap<[u8; 32], Principal>,
+}
+
+impl Network {
+    pub fn principal(&self, token: &str) -> Option<&Principal> {
+        self.tokens.get(&token_hash(token))
+    }
+
+    /// Every site's role, from the certificates the anchor signed.
+    pub fn roles(&self) -> BTreeMap<SiteId, Role> {
+        self.certificates
+            .iter()
+            .map(|c| (c.site.clone(), c.role))
+            .collect()
+    }
+}
+
+fn token_hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex32(path: &Path, text: &str) -> Result<[u8; 32], NetworkError> {
+    let id = ledger_core::EventId::from_hex(text.trim())
+        .map_err(|_| invalid(path, "must hold 64 hex digits"))?;
+    Ok(id.0)
+}
+
+fn random32(path: &Path) -> Result<[u8; 32], NetworkError> {
+    let mut b = [0u8; 32];
+    getrandom::fill(&mut b).map_err(|e| {
+        io(
+            path,
+            format!("no randomness from the operating system: {e}"),
+        )
+    })?;
+    Ok(b)
+}
+
+/// Writes a file only the owner can read.
+fn write_secret(path: &Path, contents: &str) -> Result<(), NetworkError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| io(path, e))?;
+    f.write_all(contents.as_bytes()).map_err(|e| io(path, e))?;
+    f.sync_all().map_err(|e| io(path, e))
+}
+
+fn write_public(path: &Path, contents: &[u8]) -> Result<(), NetworkError> {
+    std::fs::write(path, contents).map_err(|e| io(path, e))
+}
+
+/// What a development network creation produced (paths to log).
+#[derive(Debug)]
+pub struct Created {
+    pub dir: PathBuf,
+    pub anchor_fingerprint: String,
+    pub token_dir: PathBuf,
+}
+
+/// Creates a development network in `dir` unless one is there. Keys are random.
+///
+/// # Errors
+/// [`NetworkError`] when a file cannot be written.
+pub fn create_dev(
+    dir: &Path,
+    id: &NetworkId,
+    now: Timestamp,
+) -> Result<Option<Created>, NetworkError> {
+    if dir.join("anchor.pub").exists() {
+        return Ok(None);
+    }
+    for sub in ["certs", "sites", "tokens", "revocations"] {
+        std::fs::create_dir_all(dir.join(sub)).map_err(|e| io(&dir.join(sub), e))?;
+    }
+    let anchor = SecretKey::from_seed(&random32(dir)?);
+    write_secret(
+        &dir.join("anchor.key"),
+        &format!("{}\n", hex(&anchor.seed())),
+    )?;
+    for (name, role) in DEV_SITES {
+        let site = SiteId::parse(name).map_err(|e| invalid(dir, e.to_string()))?;
+        let key = SecretKey::from_seed(&random32(dir)?);
+        write_secret(
+            &dir.join("sites").join(format!("{name}.key")),
+            &format!("{}\n", hex(&key.seed())),
+        )?;
+        let cert = CertificateDraft {
+            network: id.clone(),
+            site,
+            role: *role,
+            key: key.public(),
+            valid_from: now.minus(Millis(86_400_000)),
+            valid_until: now.plus(Millis(5 * 365 * 86_400_000)),
+        }
+        .sign(&anchor);
+        write_public(
+            &dir.join("certs").join(format!("{name}.cert")),
+            cert.bytes(),
+        )?;
+        write_secret(
+            &dir.join("tokens").join(format!("{name}.token")),
+            &format!("{}\n", hex(&random32(dir)?)),
+        )?;
+    }
+    for name in READER_TOKENS {
+        write_secret(
+            &dir.join("tokens").join(format!("{name}.token")),
+            &format!("{}\n", hex(&random32(dir)?)),
+        )?;
+    }
+    write_public(&dir.join("network.id"), format!("{id}\n").as_bytes())?;
+    // Written last: its presence marks a complete network directory.
+    write_public(
+        &dir.join("anchor.pub"),
+        format!("{}\n", anchor.public().to_hex()).as_bytes(),
+    )?;
+    Ok(Some(Created {
+        dir: dir.to_owned(),
+        anchor_fingerprint: anchor.public().fingerprint(),
+        token_dir: dir.join("tokens"),
+    }))
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, NetworkError> {
+    std::fs::read(path).map_err(|e| io(path, e))
+}
+
+fn files_with(dir: &Path, ext: &str) -> Result<Vec<PathBuf>, NetworkError> {
+    if !dir.exists() {
+        return Ok(Vec::new());
+    }
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == ext))
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+/// Loads a network directory; `sites` selects the sites to sign for (empty: all with a key).
+///
+/// # Errors
+/// [`NetworkError`] naming the file and what is wrong with it.
+pub fn load(dir: &Path, sites: &[SiteId]) -> Result<Network, NetworkError> {
+    let anchor_path = dir.join("anchor.pub");
+    let anchor = PublicKey(unhex32(
+        &anchor_path,
+        &String::from_utf8_lossy(&read(&anchor_path)?),
+    )?);
+    let id_path = dir.join("network.id");
+    let id = NetworkId::parse(String::from_utf8_lossy(&read(&id_path)?).trim())
+        .map_err(|e| invalid(&id_path, e.to_string()))?;
+    let mut certificates = Vec::new();
+    for path in files_with(&dir.join("certs"), "cert")? {
+        let cert =
+            Certificate::from_bytes(&read(&path)?).map_err(|e| invalid(&path, e.to_string()))?;
+        if cert.network != id {
+            return Err(invalid(
+                &path,
+                format!("is for network {}, not {id}", cert.network),
+            ));
+        }
+        if !cert.signed_by(&anchor) {
+            return Err(invalid(&path, "is not signed by this network's anchor"));
+        }
+        certificates.push(cert);
+    }
+    let mut revocations = Vec::new();
+    for path in files_with(&dir.join("revocations"), "rev")? {
+        let rev =
+            Revocation::from_bytes(&read(&path)?).map_err(|e| invalid(&path, e.to_string()))?;
+        if !rev.signed_by(&anchor) {
+            return Err(invalid(&path, "is not signed by this network's anchor"));
+        }
+        revocations.push(rev);
+    }
+    let wanted: Vec<SiteId> = if sites.is_empty() {
+        files_with(&dir.join("sites"), "key")?
+            .iter()
+            .filter_map(|p| {
+                p.file_stem()
+                    .and_then(|s| s.to_str())
+                    .and_then(|s| SiteId::parse(s).ok())
+            })
+            .collect()
+    } else {
+        sites.to_vec()
+    };
+    let mut local_sites = Vec::new();
+    for site in wanted {
+        let path = dir.join("sites").join(format!("{site}.key"));
+        if !path.exists() {
+            return Err(NetworkError::NoKey {
+                site,
+                dir: dir.to_owned(),
+            });
+        }
+        let key = SecretKey::from_seed(&unhex32(&path, &String::from_utf8_lossy(&read(&path)?))?);
+        let role = certificates
+            .iter()
+            .find(|c| c.site == site && c.key == key.public())
+            .map(|c| c.role)
+            .ok_or_else(|| NetworkError::KeyWithoutCertificate {
+                site: site.clone(),
+                dir: dir.to_owned(),
+            })?;
+        local_sites.push(LocalSite {
+            id: site,
+            role,
+            key,
+        });
+    }
+    let mut tokens = HashMap::new();
+    for path in files_with(&dir.join("tokens"), "token")? {
+        let Some(name) = path.file_stem().and_then(|s| s.to_str()) else {
+            continue;
+        };
+        let principal = match name {
+            "auditor" => Principal::Auditor,
+            "regulator" => Principal::Regulator,
+            "admin" => Principal::Admin,
+            site => {
+                Principal::Site(SiteId::parse(site).map_err(|e| invalid(&path, e.to_string()))?)
+            }
+        };
+        let token = String::from_utf8_lossy(&read(&path)?).trim().to_owned();
+        if token.len() < 32 {
+            return Err(invalid(&path, "a token must be at least 32 characters"));
+        }
+        tokens.insert(token_hash(&token), principal);
+    }
+    Ok(Network {
+        dir: dir.to_owned(),
+        id,
+        anchor,
+        certificates,
+        revocations,
+        local_sites,
+        tokens,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn dev_network_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = NetworkId::parse("dev-net").unwrap();
+        let created = create_dev(dir.path(), &id, Timestamp(1_800_000_000_000)).unwrap();
+        assert!(created.is_some());
+        assert!(
+            create_dev(dir.path(), &id, Timestamp(0)).unwrap().is_none(),
+            "second call must not overwrite"
+        );
+        let net = load(dir.path(), &[]).unwrap();
+        assert_eq!(net.local_sites.len(), DEV_SITES.len());
+        assert_eq!(net.certificates.len(), DEV_SITES.len());
+        let mode = std::fs::metadata(dir.path().join("sites/clinic-a.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let token = std::fs::read_to_string(dir.path().join("tokens/mfg-1.token")).unwrap();
+        assert_eq!(
+            net.principal(token.trim()),
+            Some(&Principal::Site(SiteId::parse("mfg-1").unwrap()))
+        );
+        assert_eq!(net.principal("not-a-token"), None);
+        let only = load(dir.path(), &[SiteId::parse("lab-1").unwrap()]).unwrap();
+        assert_eq!(only.local_sites.len(), 1);
+        let err = load(dir.path(), &[SiteId::parse("nowhere").unwrap()]).unwrap_err();
+        assert!(err.to_string().contains("no key for site nowhere"), "{err}");
+    }
+}

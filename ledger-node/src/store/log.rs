@@ -1,0 +1,362 @@
+//! The append-only event log `<dir>/events.log`: its byte format, the scanner that reads
+//! it back record by record, and the writer that appends and fdatasyncs.
+//!
+//! Format, byte by byte:
+//!
+//! ```text
+//! file    = header record*
+//! header  = magic "LEDGLOG\n" (8 bytes) | format version u32 LE (= 1)
+//! record  = payload length u32 LE | crc32 (IEEE, crc32fast) of payload u32 LE | payload
+//! payload = kind u8 (1 = event) | request id length u16 LE | request id (UTF-8)
+//!         | the event's signed bytes (`Event::bytes`)
+//! ```
+//!
+//! A request id length of 0 means "no request id" (an event that arrived by replication);
+//! an empty request id is therefore not representable and is refused by the writer.
+//!
+//! This module knows nothing about sled or about what a record means to the ledger; it only
+//! guarantees that what [`Scanner`] accepts is byte for byte what [`LogWriter`] wrote.
+
+use super::{BadRecord, Record, StoreError, PAYLOAD_BYTES_MAX, REQUEST_ID_BYTES_MAX};
+use ledger_core::Event;
+use std::fs::{File, OpenOptions};
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+pub(super) const LOG_FILE: &str = "events.log";
+/// Written next to the log and renamed over it, so the log appears with a complete header.
+const LOG_FILE_NEW: &str = "events.log.new";
+pub(super) const LOG_MAGIC: [u8; 8] = *b"LEDGLOG\n";
+pub(super) const LOG_FORMAT: u32 = 1;
+pub(super) const HEADER_LEN: u64 = 12;
+/// Length and CRC in front of each payload.
+pub(super) const FRAME_HEADER_LEN: usize = 8;
+pub(super) const RECORD_KIND_EVENT: u8 = 1;
+/// Kind, request id length and at least one byte of event.
+const PAYLOAD_BYTES_MIN: usize = 1 + 2 + 1;
+
+/// Appends the framed record to `out`.
+///
+/// # Errors
+/// [`StoreError::RequestIdInvalid`] or [`StoreError::RecordTooLarge`]; `out` is unchanged then.
+pub(super) fn encode_record(record: &Record, out: &mut Vec<u8>) -> Result<(), StoreError> {
+    let request_id = record.request_id.as_deref().unwrap_or("");
+    if record.request_id.is_some()
+        && (request_id.is_empty() || request_id.len() > REQUEST_ID_BYTES_MAX)
+    {
+        return Err(StoreError::RequestIdInvalid {
+            event: record.event.id(),
+            n_bytes: request_id.len(),
+            max: REQUEST_ID_BYTES_MAX,
+        });
+    }
+    let event = record.event.bytes();
+    let payload_len = 1 + 2 + request_id.len() + event.len();
+    if payload_len > PAYLOAD_BYTES_MAX {
+        return Err(StoreError::RecordTooLarge {
+            event: record.event.id(),
+            n_bytes: payload_len,
+            max: PAYLOAD_BYTES_MAX,
+        });
+    }
+    let start = out.len();
+    out.extend_from_slice(&(payload_len as u32).to_le_bytes());
+    out.extend_from_slice(&[0; 4]);
+    out.push(RECORD_KIND_EVENT);
+    out.extend_from_slice(&(request_id.len() as u16).to_le_bytes());
+    out.extend_from_slice(request_id.as_bytes());
+    out.extend_from_slice(event);
+    let crc = crc32fast::hash(&out[start + FRAME_HEADER_LEN..]);
+    out[start + 4..start + FRAME_HEADER_LEN].copy_from_slice(&crc.to_le_bytes());
+    assert_eq!(
+        out.len() - start,
+        FRAME_HEADER_LEN + payload_len,
+        "record framing wrote {} bytes, expected {}",
+        out.len() - start,
+        FRAME_HEADER_LEN + payload_len
+    );
+    Ok(())
+}
+
+/// Decodes a payload whose length and CRC already matched.
+fn decode_payload(payload: &[u8]) -> Result<Record, BadRecord> {
+    let kind = payload[0];
+    if kind != RECORD_KIND_EVENT {
+        return Err(BadRecord::UnknownKind { kind });
+    }
+    let request_id_len = usize::from(u16::from_le_bytes([payload[1], payload[2]]));
+    let rest = &payload[3..];
+    if request_id_len > REQUEST_ID_BYTES_MAX || request_id_len >= rest.len() {
+        return Err(BadRecord::RequestIdLength {
+            n_bytes: request_id_len,
+        });
+    }
+    let (request_id, event) = rest.split_at(request_id_len);
+    let request_id = match request_id_len {
+        0 => None,
+        _ => Some(String::from_utf8(request_id.to_vec()).map_err(|_| BadRecord::RequestIdNotUtf8)?),
+    };
+    let event = Event::from_bytes(event).map_err(|e| BadRecord::Event {
+        reason: e.to_string(),
+    })?;
+    Ok(Record { event, request_id })
+}
+
+fn io_error<'a>(
+    op: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
+    move |source| StoreError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Makes a directory entry (a created or renamed file) durable.
+pub(super) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error("syncing directory", dir))
+}
+
+/// Opens the log in `dir`, creating it (header written, synced, renamed into place, directory
+/// synced) if it does not exist. Returns the file, its path and its length.
+///
+/// # Errors
+/// [`StoreError::Io`]; [`StoreError::NotALog`] or [`StoreError::LogFormat`] for a file that
+/// is not a log this build reads.
+pub(super) fn open_or_create(dir: &Path) -> Result<(File, PathBuf, u64), StoreError> {
+    let path = dir.join(LOG_FILE);
+    if !path.exists() {
+        let new = dir.join(LOG_FILE_NEW);
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&new)
+            .map_err(io_error("creating", &new))?;
+        let mut header = Vec::with_capacity(HEADER_LEN as usize);
+        header.extend_from_slice(&LOG_MAGIC);
+        header.extend_from_slice(&LOG_FORMAT.to_le_bytes());
+        file.write_all(&header).map_err(io_error("writing", &new))?;
+        file.sync_all().map_err(io_error("syncing", &new))?;
+        drop(file);
+        std::fs::rename(&new, &path).map_err(io_error("renaming into place", &new))?;
+        sync_dir(dir)?;
+    }
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(io_error("opening", &path))?;
+    let len = file
+        .metadata()
+        .map_err(io_error("reading metadata of", &path))?
+        .len();
+    let mut header = [0u8; HEADER_LEN as usize];
+    if len < HEADER_LEN {
+        return Err(StoreError::NotALog { path, n_bytes: len });
+    }
+    file.read_exact(&mut header)
+        .map_err(io_error("reading", &path))?;
+    if header[..8] != LOG_MAGIC {
+        return Err(StoreError::NotALog { path, n_bytes: len });
+    }
+    let version = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
+    if version != LOG_FORMAT {
+        return Err(StoreError::LogFormat {
+            path,
+            version,
+            supported: LOG_FORMAT,
+        });
+    }
+    Ok((file, path, len))
+}
+
+/// One step of a scan.
+#[derive(Debug)]
+pub(super) enum Step {
+    /// A complete, valid record ending at `end`.
+    Record { record: Box<Record>, end: u64 },
+    /// The log ends exactly after the previous record.
+    End,
+    /// The record starting at the current offset is incomplete or invalid.
+    Bad(BadRecord),
+}
+
+/// Reads records front to back from a log whose header was checked.
+#[derive(Debug)]
+pub(super) struct Scanner {
+    reader: BufReader<File>,
+    path: PathBuf,
+    offset: u64,
+    len: u64,
+    payload: Vec<u8>,
+}
+
+impl Scanner {
+    /// A scanner over the first `len` bytes of the log at `path`, starting after the header.
+    pub(super) fn new(path: &Path, len: u64) -> Result<Scanner, StoreError> {
+        let mut file = File::open(path).map_err(io_error("opening", path))?;
+        file.seek(SeekFrom::Start(HEADER_LEN))
+            .map_err(io_error("seeking in", path))?;
+        Ok(Scanner {
+            reader: BufReader::with_capacity(1 << 20, file),
+            path: path.to_path_buf(),
+            offset: HEADER_LEN,
+            len,
+            payload: Vec::new(),
+        })
+    }
+
+    /// Offset of the next record (the end of the last valid one).
+    pub(super) fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Reads the next record. After [`Step::Bad`] or [`Step::End`] the scanner stays put.
+    pub(super) fn next_record(&mut self) -> Result<Step, StoreError> {
+        let available = self.len - self.offset;
+        if available == 0 {
+            return Ok(Step::End);
+        }
+        if available < FRAME_HEADER_LEN as u64 {
+            return Ok(Step::Bad(BadRecord::Truncated {
+                n_bytes: available,
+                needed: FRAME_HEADER_LEN as u64,
+            }));
+        }
+        let mut frame = [0u8; FRAME_HEADER_LEN];
+        self.reader
+            .read_exact(&mut frame)
+            .map_err(io_error("reading", &self.path))?;
+        let payload_len = u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize;
+        let crc = u32::from_le_bytes([frame[4], frame[5], frame[6], frame[7]]);
+        if !(PAYLOAD_BYTES_MIN..=PAYLOAD_BYTES_MAX).contains(&payload_len) {
+            return Ok(Step::Bad(BadRecord::Length {
+                n_bytes: payload_len as u64,
+            }));
+        }
+        let needed = (FRAME_HEADER_LEN + payload_len) as u64;
+        if available < needed {
+            return Ok(Step::Bad(BadRecord::Truncated {
+                n_bytes: available,
+                needed,
+            }));
+        }
+        self.payload.resize(payload_len, 0);
+        self.reader
+            .read_exact(&mut self.payload)
+            .map_err(io_error("reading", &self.path))?;
+        let computed = crc32fast::hash(&self.payload);
+        if computed != crc {
+            return Ok(Step::Bad(BadRecord::Crc {
+                stored: crc,
+                computed,
+            }));
+        }
+        let record = match decode_payload(&self.payload) {
+            Ok(r) => r,
+            Err(bad) => return Ok(Step::Bad(bad)),
+        };
+        self.offset += needed;
+        Ok(Step::Record {
+            record: Box::new(record),
+            end: self.offset,
+        })
+    }
+}
+
+/// The writing end of the log. Owned by the store under its mutex: one writer at a time.
+#[derive(Debug)]
+pub(super) struct LogWriter {
+    file: File,
+    path: PathBuf,
+    /// End of the last durable record; the file is never longer once a commit returned.
+    end: u64,
+    n_records: u64,
+    /// Set when a write or sync failed: the file's state is then unknown to this process.
+    failed: bool,
+}
+
+impl LogWriter {
+    pub(super) fn new(file: File, path: PathBuf, end: u64, n_records: u64) -> LogWriter {
+        LogWriter {
+            file,
+            path,
+            end,
+            n_records,
+            failed: false,
+        }
+    }
+
+    pub(super) fn end(&self) -> u64 {
+        self.end
+    }
+
+    pub(super) fn n_records(&self) -> u64 {
+        self.n_records
+    }
+
+    pub(super) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(super) fn failed(&self) -> bool {
+        self.failed
+    }
+
+    /// Marks the log unusable for this process (an index update after a durable write
+    /// failed, so the two disagree until the next open replays the log).
+    pub(super) fn set_failed(&mut self) {
+        self.failed = true;
+    }
+
+    /// Writes `frames` (`n_records` complete records) at the end and fdatasyncs once.
+    ///
+    /// On any error the writer is marked failed: after a failed fsync the page cache may
+    /// hold bytes that never reach the disk (and Linux reports that error only once), so
+    /// the only safe way on is a restart that re-reads the file. A best-effort truncate to
+    /// the last durable end keeps later readers from seeing a partial batch; even without
+    /// it, open() cuts the partial batch by its CRCs.
+    pub(super) fn append(&mut self, frames: &[u8], n_records: u64) -> Result<(), StoreError> {
+        assert!(
+            !self.failed,
+            "append on a failed log {}",
+            self.path.display()
+        );
+        let result = self
+            .file
+            .seek(SeekFrom::Start(self.end))
+            .and_then(|_| self.file.write_all(frames))
+            .map_err(io_error("writing", &self.path))
+            .and_then(|()| {
+                self.file
+                    .sync_data()
+                    .map_err(io_error("syncing (fdatasync)", &self.path))
+            });
+        if let Err(e) = result {
+            self.failed = true;
+            let _ = self.file.set_len(self.end);
+            return Err(e);
+        }
+        self.end += frames.len() as u64;
+        self.n_records += n_records;
+        Ok(())
+    }
+
+    /// Cuts the file at `end` (a torn or invalid tail) and makes the cut durable before
+    /// anything is appended after it.
+    pub(super) fn cut_tail(&mut self, end: u64) -> Result<(), StoreError> {
+        assert!(end >= HEADER_LEN, "cut at {end} would remove the header");
+        self.file
+            .set_len(end)
+            .map_err(io_error("truncating", &self.path))?;
+        self.file
+            .sync_data()
+            .map_err(io_error("syncing (fdatasync)", &self.path))?;
+        self.end = end;
+        Ok(())
+    }
+}

@@ -1,0 +1,611 @@
+//! The node's durable store: an append-only, checksummed event log that is the only
+//! durability point, and a sled index that is derived from it and can be rebuilt at any time.
+//!
+//! What it owns: `<dir>/events.log` (format in `store/log.rs`) and `<dir>/index/` (trees in
+//! `store/index.rs`). What it deliberately does not do: judge events (that is ledger-core, called
+//! by the node before it commits), or hold chain state in memory (the node rebuilds that
+//! from the records [`Store::open`] hands to its `visit` callback).
+//!
+//! # Durability argument
+//!
+//! - **What is durable when [`Store::commit`] returns `Ok`.** Every record of the batch was
+//!   written to the log and one `fdatasync` (`File::sync_data`) on the log returned after
+//!   the write; only then is the batch indexed in sled and `Ok` returned. `fdatasync` also
+//!   flushes the file size, and the log's directory entry was made durable when the log was
+//!   created (the header is written and synced under a temporary name, renamed into place,
+//!   and the directory fsynced). sled is never relied on for durability: its `flush()` on
+//!   Linux is only `sync_file_range`, and its background fsync runs every 500 ms.
+//! - **Why a crash cannot lose an acknowledged record.** Acknowledged records are in the
+//!   synced log. The index may lag the log by any number of transactions after a crash;
+//!   each index transaction carries the log offset it brings the index to ("applied"), so
+//!   [`Store::open`] replays exactly the log records past that offset. An index that is
+//!   missing, of another format, or that does not line up with a record boundary of this
+//!   log is cleared and rebuilt from the whole log.
+//! - **Why a crash cannot expose a half-written record.** Each record carries its length
+//!   and a CRC-32 of its payload, and the payload must decode as an event
+//!   (`Event::from_bytes`, which also rejects non-canonical bytes). A crash during a write
+//!   leaves, after the last synced record, some subset of the new batch's pages (with
+//!   zeros or stale bytes in between): the first record there that is short, has an
+//!   impossible length, a wrong CRC or an undecodable payload ends the valid log.
+//!   [`Store::open`] cuts the file there (and fdatasyncs the cut) before anything new is
+//!   appended, so later records never sit behind garbage. A failed write or fsync poisons
+//!   the store for the rest of the process ([`StoreError::Poisoned`]): after a failed
+//!   fsync the page cache cannot be trusted, so only a restart (which re-reads the disk)
+//!   may continue.
+//! - **What is never cut.** Only unacknowledged bytes can be torn. If the first bad record
+//!   lies before the index's applied offset (the index only ever learns of synced
+//!   records), the damage is inside acknowledged data: cutting it would drop events whose
+//!   sequence numbers the node would then sign again, a fork of its own feed. Open refuses
+//!   with [`StoreError::Corrupt`] instead, as it does when the tail to cut is longer than
+//!   one commit can ever write ([`COMMIT_BYTES_MAX`]). The index can lag the log by its
+//!   last unsynced transactions, so damage inside the last ~half second of acknowledged
+//!   records, or any damage when the index is gone, cannot be told from a torn tail and is
+//!   cut (with a warning); the CRC still keeps damaged bytes from being accepted.
+//!
+//! Idempotency: [`Store::commit`] skips a record whose event id is already stored (or
+//! repeated earlier in the same batch), both in the log and in the index, so an event is
+//! stored once and has one chain position. Concurrency: `commit` and the readers may run
+//! on different threads; commits serialise on the log's mutex, and readers see each
+//! committed batch all at once or not at all (one sled transaction per batch).
+
+mod index;
+mod log;
+
+use index::{Applied, Index};
+use ledger_core::event::EVENT_BYTES_MAX;
+use ledger_core::{Coi, Event, EventId, Seq, SiteId, UnitId};
+use log::{LogWriter, Scanner, Step};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// Longest request id a record can hold (the API allows fewer; this bounds the format).
+pub const REQUEST_ID_BYTES_MAX: usize = 256;
+/// Largest record payload: kind, request id length, request id, event.
+pub const PAYLOAD_BYTES_MAX: usize = 1 + 2 + REQUEST_ID_BYTES_MAX + EVENT_BYTES_MAX;
+/// Largest record on disk, framing included.
+pub const RECORD_BYTES_MAX: usize = log::FRAME_HEADER_LEN + PAYLOAD_BYTES_MAX;
+/// Most records in one [`Store::commit`].
+pub const COMMIT_RECORDS_MAX: usize = 100_000;
+/// Most log bytes one [`Store::commit`] writes. It also bounds the tail open() may cut:
+/// a crash can only tear what one commit was writing.
+pub const COMMIT_BYTES_MAX: usize = 512 * 1024 * 1024;
+/// Records per index transaction when open() replays the log.
+const REPLAY_BATCH_RECORDS: usize = 1024;
+const INDEX_DIR: &str = "index";
+
+/// Where the store lives and how much memory its index may cache.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub dir: PathBuf,
+    pub sled_cache_bytes: u64,
+}
+
+/// One durable record: an event, and the client request id that appended it (None for
+/// events that arrived by replication).
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub event: Event,
+    pub request_id: Option<String>,
+}
+
+impl Record {
+    /// Bytes this record takes in the log, framing included (for callers that bound a
+    /// commit by [`COMMIT_BYTES_MAX`]).
+    pub fn log_bytes(&self) -> usize {
+        log::FRAME_HEADER_LEN
+            + 1
+            + 2
+            + self.request_id.as_ref().map_or(0, String::len)
+            + self.event.bytes().len()
+    }
+}
+
+/// What [`Store::open`] found and did.
+#[derive(Debug, Default)]
+pub struct OpenReport {
+    /// Records in the log after open.
+    pub n_records: u64,
+    /// Length of the log after open, header included.
+    pub log_bytes: u64,
+    /// Bytes of torn or invalid tail removed from the end of the log.
+    pub cut_bytes: u64,
+    /// Records replayed into the index.
+    pub reindexed: u64,
+}
+
+/// Why the first invalid record of the log is invalid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadRecord {
+    #[error("record is cut short ({n_bytes} bytes left, {needed} needed)")]
+    Truncated { n_bytes: u64, needed: u64 },
+    #[error("record length {n_bytes} is impossible")]
+    Length { n_bytes: u64 },
+    #[error("crc mismatch (stored {stored:08x}, computed {computed:08x})")]
+    Crc { stored: u32, computed: u32 },
+    #[error("unknown record kind {kind}")]
+    UnknownKind { kind: u8 },
+    #[error("request id length {n_bytes} is impossible")]
+    RequestIdLength { n_bytes: usize },
+    #[error("request id is not UTF-8")]
+    RequestIdNotUtf8,
+    #[error("event does not decode: {reason}")]
+    Event { reason: String },
+}
+
+/// The disk or the index is wrong, or a commit broke a limit. Ledger-level problems are
+/// not here: they are decided before anything reaches the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{op} {}: {source}; check the disk and the permissions on the data directory", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("index {}: {source}; if another node runs on this store stop it, otherwise stop this one and run `ledger-node rebuild-index`", path.display())]
+    Sled {
+        path: PathBuf,
+        #[source]
+        source: sled::Error,
+    },
+    #[error(
+        "index tree {tree}, key {key}: {reason}; stop the node and run `ledger-node rebuild-index`"
+    )]
+    IndexCorrupt {
+        tree: &'static str,
+        key: String,
+        reason: String,
+    },
+    #[error("{} is not an event log ({n_bytes} bytes, no valid header); point the node at the right data directory", path.display())]
+    NotALog { path: PathBuf, n_bytes: u64 },
+    #[error("{} has log format {version}, this build reads format {supported}; run a matching ledger-node", path.display())]
+    LogFormat {
+        path: PathBuf,
+        version: u32,
+        supported: u32,
+    },
+    #[error("{} is damaged at offset {offset} ({reason}) and {detail}; nothing was changed: restore the log from a backup or from a replica", path.display())]
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        reason: BadRecord,
+        detail: CorruptDetail,
+    },
+    #[error("{} ends at offset {log_end} but its index holds records up to offset {index_end}: the log lost acknowledged events (restored from an older backup?); restore the newer log, or delete {} to accept the loss", path.display(), index.display())]
+    LogBehindIndex {
+        path: PathBuf,
+        index: PathBuf,
+        log_end: u64,
+        index_end: u64,
+    },
+    #[error("event {event}: request id of {n_bytes} bytes, must be 1 to {max}")]
+    RequestIdInvalid {
+        event: EventId,
+        n_bytes: usize,
+        max: usize,
+    },
+    #[error("event {event}: record of {n_bytes} bytes exceeds the limit of {max}")]
+    RecordTooLarge {
+        event: EventId,
+        n_bytes: usize,
+        max: usize,
+    },
+    #[error("commit of {n_records} records ({n_bytes} bytes) exceeds the limits of {records_max} records and {bytes_max} bytes; commit smaller groups")]
+    CommitTooLarge {
+        n_records: usize,
+        n_bytes: usize,
+        records_max: usize,
+        bytes_max: usize,
+    },
+    #[error("an earlier write to {} failed; the store takes no more commits: restart the node (it re-reads the log from disk)", path.display())]
+    Poisoned { path: PathBuf },
+}
+
+/// Why a damaged log is not cut (see [`StoreError::Corrupt`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CorruptDetail {
+    #[error("the index shows records committed up to offset {index_end}, so the damage is in acknowledged events")]
+    InsideCommitted { index_end: u64 },
+    #[error("{cut_bytes} bytes follow it, more than one commit writes ({max}), so it is not a torn write")]
+    TailTooLong { cut_bytes: u64, max: u64 },
+}
+
+/// The event log and its index. `Send + Sync`: one committer thread calls
+/// [`Store::commit`] while any number of threads read.
+#[derive(Debug)]
+pub struct Store {
+    log: Mutex<LogWriter>,
+    index: Index,
+    n_events: AtomicU64,
+}
+
+impl Store {
+    /// Opens or creates the store in `cfg.dir`.
+    ///
+    /// Scans the whole log, checking each record's length, CRC and that its event decodes,
+    /// and calls `visit` for every valid record in log order. A torn or invalid tail (from
+    /// the first bad record on) is cut and reported in [`OpenReport::cut_bytes`]. The index
+    /// is brought up to date by replaying the records past its applied offset, or rebuilt
+    /// when it does not match the log.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] and [`StoreError::Sled`] for the disk; [`StoreError::NotALog`],
+    /// [`StoreError::LogFormat`]; [`StoreError::Corrupt`] when the damage is not a torn tail
+    /// and [`StoreError::LogBehindIndex`] when the log lost records the index has seen
+    /// (nothing is cut in both cases).
+    pub fn open(
+        cfg: &StoreConfig,
+        visit: impl FnMut(&Record),
+    ) -> Result<(Store, OpenReport), StoreError> {
+        let created = !cfg.dir.exists();
+        std::fs::create_dir_all(&cfg.dir).map_err(|source| StoreError::Io {
+            op: "creating",
+            path: cfg.dir.clone(),
+            source,
+        })?;
+        if created {
+            if let Some(parent) = cfg.dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                log::sync_dir(parent)?;
+            }
+        }
+        // The index first: its lock keeps a second process from touching the log.
+        let index = Index::open(&cfg.dir.join(INDEX_DIR), cfg.sled_cache_bytes)?;
+        open_with(cfg, index, visit)
+    }
+
+    /// Appends `records` durably and indexes them.
+    ///
+    /// Writes them all to the log, makes them durable with one `fdatasync`, and only then
+    /// indexes them in one sled transaction (including the new applied offset). Returns
+    /// after the `fdatasync`; a crash after it loses nothing, because open() replays the log
+    /// into the index. Records whose event id is already stored, or that repeat an earlier
+    /// record of the same batch, are skipped (neither logged nor indexed).
+    ///
+    /// # Errors
+    /// [`StoreError::RequestIdInvalid`], [`StoreError::RecordTooLarge`] and
+    /// [`StoreError::CommitTooLarge`] before anything is written (the store stays usable).
+    /// [`StoreError::Io`] or [`StoreError::Sled`] when writing, syncing or indexing failed:
+    /// then the store is poisoned and every later commit returns [`StoreError::Poisoned`].
+    /// The batch was not acknowledged, yet some or all of its records may have reached the
+    /// disk and come back at the next open (a client retry then finds its request id).
+    pub fn commit(&self, records: &[Record]) -> Result<(), StoreError> {
+        let mut log = match self.log.lock() {
+            Ok(log) => log,
+            // A commit panicked half-way (an assertion): the log and the index may disagree.
+            Err(poisoned) => {
+                return Err(StoreError::Poisoned {
+                    path: poisoned.get_ref().path().to_path_buf(),
+                })
+            }
+        };
+        if log.failed() {
+            return Err(StoreError::Poisoned {
+                path: log.path().to_path_buf(),
+            });
+        }
+        if records.len() > COMMIT_RECORDS_MAX {
+            let n_bytes = records.iter().map(Record::log_bytes).sum();
+            return Err(StoreError::CommitTooLarge {
+                n_records: records.len(),
+                n_bytes,
+                records_max: COMMIT_RECORDS_MAX,
+                bytes_max: COMMIT_BYTES_MAX,
+            });
+        }
+        let mut seen = HashSet::with_capacity(records.len());
+        let mut new: Vec<&Record> = Vec::with_capacity(records.len());
+        for r in records {
+            let id = r.event.id();
+            if !seen.insert(id) || self.index.contains_event(&id)? {
+                tracing::warn!(event = %id, "commit of an event that is already stored; skipped");
+                continue;
+            }
+            new.push(r);
+        }
+        if new.is_empty() {
+            return Ok(());
+        }
+        let n_bytes: usize = new.iter().map(|r| r.log_bytes()).sum();
+        if n_bytes > COMMIT_BYTES_MAX {
+            return Err(StoreError::CommitTooLarge {
+                n_records: records.len(),
+                n_bytes,
+                records_max: COMMIT_RECORDS_MAX,
+                bytes_max: COMMIT_BYTES_MAX,
+            });
+        }
+        let mut frames = Vec::with_capacity(n_bytes);
+        for r in &new {
+            debug_assert_eq!(
+                Event::from_bytes(r.event.bytes()).map(|e| e.id()).ok(),
+                Some(r.event.id()),
+                "event bytes must read back as the event"
+            );
+            log::encode_record(r, &mut frames)?;
+        }
+        assert_eq!(
+            frames.len(),
+            n_bytes,
+            "framed {} bytes, Record::log_bytes says {}",
+            frames.len(),
+            n_bytes
+        );
+        let before = log.end();
+        log.append(&frames, new.len() as u64)?;
+        assert_eq!(
+            log.end(),
+            before + n_bytes as u64,
+            "log end moved from {before} by {} bytes, wrote {n_bytes}",
+            log.end() - before
+        );
+        let applied = Applied {
+            offset: log.end(),
+            n_records: log.n_records(),
+        };
+        match self.index.apply(&new, applied) {
+            Ok(n_indexed) => {
+                assert_eq!(
+                    n_indexed,
+                    new.len() as u64,
+                    "indexed {n_indexed} of {} new records",
+                    new.len()
+                );
+                self.n_events.fetch_add(n_indexed, Ordering::Release);
+                Ok(())
+            }
+            Err(e) => {
+                // The records are durable but not indexed: later commits would index past
+                // them. Refuse until a restart replays them.
+                log.set_failed();
+                Err(e)
+            }
+        }
+    }
+
+    /// # Errors
+    /// [`StoreError::Sled`] or [`StoreError::IndexCorrupt`].
+    pub fn event(&self, id: &EventId) -> Result<Option<Event>, StoreError> {
+        self.index.event(id)
+    }
+
+    /// The first event stored at `(site, seq)`.
+    ///
+    /// # Errors
+    /// [`StoreError::Sled`] or [`StoreError::IndexCorrupt`].
+    pub fn feed_event(&self, site: &SiteId, seq: Seq) -> Result<Option<EventId>, StoreError> {
+        self.index.feed_event(site, seq)
+    }
+
+    /// Events of a chain in the order they were committed, positions 1-based: those with
+    /// position > `after`, at most `limit`.
+    ///
+    /// # Errors
+    /// [`StoreError::Sled`] or [`StoreError::IndexCorrupt`].
+    pub fn chain(
+        &self,
+        coi: &Coi,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Event)>, StoreError> {
+        self.index.chain(coi, after, limit)
+    }
+
+    /// # Errors
+    /// [`StoreError::Sled`] or [`StoreError::IndexCorrupt`].
+    pub fn chain_len(&self, coi: &Coi) -> Result<u64, StoreError> {
+        self.index.chain_len(coi)
+    }
+
+    /// Request ids are scoped by site (the event's author): (site, request_id) -> the id of
+    /// the first event stored with it.
+    ///
+    /// # Errors
+    /// [`StoreError::Sled`] or [`StoreError::IndexCorrupt`].
+    pub fn request(&self, site: &SiteId, request_id: &str) -> Result<Option<EventId>, StoreError> {
+        self.index.request(site, request_id)
+    }
+
+    /// Which chain a unit belongs to (set when a collection, transformation or
+    /// reassignment creates it; the latest in log order wins).
+    ///
+    /// # Errors
+    /// [`StoreError::Sled`] or [`StoreError::IndexCorrupt`].
+    pub fn unit_coi(&self, unit: &UnitId) -> Result<Option<Coi>, StoreError> {
+        self.index.unit_coi(unit)
+    }
+
+    /// Events in the store (records in the log).
+    pub fn n_events(&self) -> u64 {
+        self.n_events.load(Ordering::Acquire)
+    }
+
+    /// Drops the sled index and rebuilds it from the log (for `ledger-node rebuild-index`).
+    /// The rebuilt index gives the same answers as before. A crash half-way leaves an index
+    /// the next open rebuilds again.
+    ///
+    /// # Errors
+    /// As [`Store::open`]; [`StoreError::Sled`] also when a running node holds the store.
+    pub fn rebuild_index(cfg: &StoreConfig) -> Result<OpenReport, StoreError> {
+        let mut index = Index::open(&cfg.dir.join(INDEX_DIR), cfg.sled_cache_bytes)?;
+        index.clear()?;
+        let (_store, report) = open_with(cfg, index, |_| {})?;
+        Ok(report)
+    }
+}
+
+/// [`Store::open`] once the index (and with it the store's lock) is held.
+fn open_with(
+    cfg: &StoreConfig,
+    mut index: Index,
+    mut visit: impl FnMut(&Record),
+) -> Result<(Store, OpenReport), StoreError> {
+    let (file, path, file_len) = log::open_or_create(&cfg.dir)?;
+    let start = Applied {
+        offset: log::HEADER_LEN,
+        n_records: 0,
+    };
+    let applied = match index.applied()? {
+        Some(a) => a,
+        None => {
+            // Missing, half-cleared or another format: start from nothing.
+            index.clear()?;
+            start
+        }
+    };
+    let mut report = OpenReport::default();
+    let mut scanner = Scanner::new(&path, file_len)?;
+    let mut n_records = 0u64;
+    // Whether the index's applied position is a record boundary of this log (with the
+    // same number of records before it); from there on, records are replayed.
+    let mut in_step = applied == start;
+    let mut pending: Vec<Record> = Vec::new();
+    let bad = loop {
+        let offset = scanner.offset();
+        if offset == applied.offset && n_records == applied.n_records {
+            in_step = true;
+        }
+        match scanner.next_record()? {
+            Step::End => break None,
+            Step::Bad(reason) => break Some((offset, reason)),
+            Step::Record { record, end } => {
+                visit(&record);
+                n_records += 1;
+                if in_step && end > applied.offset {
+                    pending.push(*record);
+                    if pending.len() == REPLAY_BATCH_RECORDS {
+                        report.reindexed += index.apply(
+                            &pending.iter().collect::<Vec<_>>(),
+                            Applied {
+                                offset: end,
+                                n_records,
+                            },
+                        )?;
+                        pending.clear();
+                    }
+                }
+            }
+        }
+    };
+    let valid_end = scanner.offset();
+    drop(scanner);
+    if let Some((offset, reason)) = bad {
+        let cut_bytes = file_len - valid_end;
+        if !in_step && applied.offset > valid_end {
+            return Err(StoreError::Corrupt {
+                path,
+                offset,
+                reason,
+                detail: CorruptDetail::InsideCommitted {
+                    index_end: applied.offset,
+                },
+            });
+        }
+        if cut_bytes > COMMIT_BYTES_MAX as u64 {
+            return Err(StoreError::Corrupt {
+                path,
+                offset,
+                reason,
+                detail: CorruptDetail::TailTooLong {
+                    cut_bytes,
+                    max: COMMIT_BYTES_MAX as u64,
+                },
+            });
+        }
+        tracing::warn!(log = %path.display(), offset, %reason, cut_bytes, "cutting a torn or invalid tail from the log (a write that was never acknowledged)");
+        report.cut_bytes = cut_bytes;
+    } else if !in_step && applied.offset > valid_end {
+        return Err(StoreError::LogBehindIndex {
+            path,
+            index: cfg.dir.join(INDEX_DIR),
+            log_end: valid_end,
+            index_end: applied.offset,
+        });
+    }
+    let mut writer = LogWriter::new(file, path.clone(), file_len, n_records);
+    if report.cut_bytes > 0 {
+        writer.cut_tail(valid_end)?;
+    }
+    if in_step {
+        if !pending.is_empty() {
+            report.reindexed += index.apply(
+                &pending.iter().collect::<Vec<_>>(),
+                Applied {
+                    offset: valid_end,
+                    n_records,
+                },
+            )?;
+        }
+    } else {
+        tracing::warn!(index = %cfg.dir.join(INDEX_DIR).display(), applied_offset = applied.offset, applied_records = applied.n_records, "the index does not match the log; rebuilding it from the log");
+        index.clear()?;
+        report.reindexed = reindex_all(&index, &path, valid_end)?;
+    }
+    assert_eq!(
+        writer.end(),
+        valid_end,
+        "log writer starts at {} but the valid log ends at {valid_end}",
+        writer.end()
+    );
+    // Pair assertion: what the index says it covers is exactly the log as scanned.
+    let covered = index.applied()?.unwrap_or(start);
+    assert_eq!(
+        covered,
+        Applied {
+            offset: valid_end,
+            n_records
+        },
+        "index covers {covered:?} after open, log has {n_records} records to offset {valid_end}"
+    );
+    report.n_records = n_records;
+    report.log_bytes = valid_end;
+    let store = Store {
+        log: Mutex::new(writer),
+        index,
+        n_events: AtomicU64::new(n_records),
+    };
+    Ok((store, report))
+}
+
+/// Replays every record of the log up to `end` into an empty index.
+fn reindex_all(index: &Index, path: &Path, end: u64) -> Result<u64, StoreError> {
+    let mut scanner = Scanner::new(path, end)?;
+    let mut pending: Vec<Record> = Vec::new();
+    let mut n_records = 0u64;
+    let mut n_indexed = 0u64;
+    loop {
+        let step = scanner.next_record()?;
+        let done = matches!(step, Step::End);
+        match step {
+            Step::Record { record, .. } => {
+                pending.push(*record);
+                n_records += 1;
+            }
+            Step::End => {}
+            Step::Bad(reason) => {
+                // The same bytes scanned clean a moment ago: the disk changed under us.
+                return Err(StoreError::Corrupt {
+                    path: path.to_path_buf(),
+                    offset: scanner.offset(),
+                    reason,
+                    detail: CorruptDetail::InsideCommitted { index_end: end },
+                });
+            }
+        }
+        if pending.len() == REPLAY_BATCH_RECORDS || (done && !pending.is_empty()) {
+            n_indexed += index.apply(
+                &pending.iter().collect::<Vec<_>>(),
+                Applied {
+                    offset: scanner.offset(),
+                    n_records,
+                },
+            )?;
+            pending.clear();
+        }
+        if done {
+            return Ok(n_indexed);
+        }
+    }
+}

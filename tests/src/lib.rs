@@ -1,0 +1,160 @@
+//! Helpers for end-to-end tests: start the real `ledger-node` binary in a temporary data
+//! directory on a free port, wait until it says it listens (never sleep to synchronise),
+//! and stop it (SIGTERM, or SIGKILL for crash tests). A node still running when its handle
+//! drops is killed, so no test leaves a server behind.
+
+use anyhow::{bail, Context};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// How long a node may take to start before the test fails.
+pub const START_DEADLINE: Duration = Duration::from_secs(60);
+
+/// The directory holding the workspace's built binaries (target/debug or target/release).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>
+    exe.parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .expect("target directory")
+}
+
+pub fn bin(name: &str) -> anyhow::Result<PathBuf> {
+    let p = bin_dir().join(name);
+    if !p.exists() {
+        bail!("{} is missing: build the workspace first (`cargo build --workspace` or `scripts/test`)", p.display());
+    }
+    Ok(p)
+}
+
+/// A running node process.
+#[derive(Debug)]
+pub struct Node {
+    child: Option<Child>,
+    pub addr: String,
+    pub data_dir: PathBuf,
+    /// Lines the node wrote to stderr after it started listening.
+    pub log: mpsc::Receiver<String>,
+}
+
+impl Node {
+    /// Starts `ledger-node run` on a free port with `data_dir`; `extra` adds flags.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> anyhow::Result<Node> {
+        let mut child = Command::new(bin("ledger-node")?)
+            .arg("run")
+            .arg("--no-metrics")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("spawning ledger-node")?;
+        let stderr = child.stderr.take().context("node stderr")?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + START_DEADLINE;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(rest) = line.split("listening on ").nth(1) {
+                        let addr = rest
+                            .split_whitespace()
+                            .next()
+                            .unwrap_or("")
+                            .trim_matches('"')
+                            .to_owned();
+                        return Ok(Node {
+                            child: Some(child),
+                            addr: format!("http://{addr}"),
+                            data_dir: data_dir.to_owned(),
+                            log: rx,
+                        });
+                    }
+                    seen.push(line);
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    bail!("ledger-node did not report 'listening on' within {START_DEADLINE:?}; its output:\n{}", seen.join("\n"));
+                }
+            }
+        }
+    }
+
+    pub fn token(&self, name: &str) -> anyhow::Result<String> {
+        let p = self
+            .data_dir
+            .join("network/tokens")
+            .join(format!("{name}.token"));
+        Ok(std::fs::read_to_string(&p)
+            .with_context(|| format!("reading {}", p.display()))?
+            .trim()
+            .to_owned())
+    }
+
+    pub fn token_dir(&self) -> PathBuf {
+        self.data_dir.join("network/tokens")
+    }
+
+    pub fn anchor_file(&self) -> PathBuf {
+        self.data_dir.join("network/anchor.pub")
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGKILL: the crash a power cut looks like to the process.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit; returns the exit code.
+    pub fn stop(&mut self) -> anyhow::Result<Option<i32>> {
+        let Some(mut c) = self.child.take() else {
+            return Ok(None);
+        };
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status()
+            .context("sending SIGTERM")?;
+        if !status.success() {
+            bail!("kill -TERM failed");
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(s) = c.try_wait()? {
+                return Ok(s.code());
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                bail!("node did not stop within 30 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

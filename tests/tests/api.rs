@@ -1,0 +1,383 @@
+//! The node's gRPC API as a client sees it, against the real `ledger-node` binary: every
+//! kind of bad input gets its precise status code and a message naming what was wrong, and
+//! nothing is written; a retried request id returns the original receipt; reads answer
+//! NOT_FOUND for unknown chains. Uses the generated client directly, so it checks the wire
+//! contract rather than our client library.
+
+use proto::v1 as pb;
+use proto::v1::ledger_service_client::LedgerServiceClient;
+use tests::Node;
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
+use tonic::{Code, Request};
+
+const COI: &str = "CHA999926ABC123";
+
+fn ts(seconds: i64) -> Option<prost_types::Timestamp> {
+    Some(prost_types::Timestamp { seconds, nanos: 0 })
+}
+
+const T0: i64 = 1_772_438_400; // 2026-03-02T08:00:00Z
+
+fn signer(meaning: pb::SignatureMeaning) -> Option<pb::Signer> {
+    Some(pb::Signer {
+        operator_id: "op.one".into(),
+        printed_name: "Op One".into(),
+        meaning: meaning as i32,
+    })
+}
+
+fn req(id: &str, site: &str, at: i64, kind: pb::event_body::Kind) -> pb::AppendRequest {
+    pb::AppendRequest {
+        request_id: id.into(),
+        site_id: site.into(),
+        coi: COI.into(),
+        occurred_time: ts(at),
+        signer: signer(pb::SignatureMeaning::Performed),
+        body: Some(pb::EventBody { kind: Some(kind) }),
+    }
+}
+
+fn collection() -> pb::event_body::Kind {
+    pb::event_body::Kind::Collection(pb::Collection {
+        units: vec![pb::NewUnit {
+            unit_id: "APH-1".into(),
+            stability_deadline: ts(T0 + 72 * 3600),
+            temp_min_centi_celsius: 200,
+            temp_max_centi_celsius: 800,
+        }],
+        dins: vec!["A999926123456".into()],
+    })
+}
+
+struct Api {
+    client: LedgerServiceClient<Channel>,
+}
+
+impl Api {
+    async fn connect(node: &Node) -> Api {
+        let channel = Channel::from_shared(node.addr.clone())
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect to node");
+        Api {
+            client: LedgerServiceClient::new(channel),
+        }
+    }
+
+    fn with_token<T>(msg: T, token: Option<&str>) -> Request<T> {
+        let mut r = Request::new(msg);
+        if let Some(t) = token {
+            let v: MetadataValue<_> = format!("Bearer {t}").parse().expect("ascii token");
+            r.metadata_mut().insert("authorization", v);
+        }
+        r
+    }
+
+    async fn append(
+        &mut self,
+        token: Option<&str>,
+        r: pb::AppendRequest,
+    ) -> Result<pb::AppendReceipt, tonic::Status> {
+        self.client
+            .append(Self::with_token(r, token))
+            .await
+            .map(|resp| resp.into_inner().receipt.expect("receipt"))
+    }
+
+    async fn event_count(&mut self, token: &str) -> u64 {
+        self.client
+            .get_node_info(Self::with_token(pb::GetNodeInfoRequest {}, Some(token)))
+            .await
+            .expect("node info")
+            .into_inner()
+            .event_count
+    }
+}
+
+#[track_caller]
+fn check(result: Result<pb::AppendReceipt, tonic::Status>, code: Code, words: &str) {
+    match result {
+        Ok(r) => panic!("expected {code:?} ({words}), got a receipt {r:?}"),
+        Err(s) => {
+            assert_eq!(s.code(), code, "message: {}", s.message());
+            assert!(
+                s.message().contains(words),
+                "message '{}' lacks '{words}'",
+                s.message()
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_precise_status_and_writes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = Node::start(dir.path(), &[]).expect("node starts");
+    let clinic = node.token("clinic-a").expect("token");
+    let mfg = node.token("mfg-1").expect("token");
+    let auditor = node.token("auditor").expect("token");
+    let mut api = Api::connect(&node).await;
+
+    // A good first event, then the same request id again: same event, flagged duplicate.
+    let first = api
+        .append(Some(&clinic), req("c-1", "clinic-a", T0, collection()))
+        .await
+        .expect("collection appended");
+    assert_eq!(first.seq, 1);
+    assert!(!first.duplicate);
+    let again = api
+        .append(Some(&clinic), req("c-1", "clinic-a", T0, collection()))
+        .await
+        .expect("retry answered");
+    assert_eq!(again.event_id, first.event_id);
+    assert!(again.duplicate);
+    let n = api.event_count(&auditor).await;
+    assert_eq!(n, 1);
+
+    let note = |id: &str, site: &str| {
+        req(
+            id,
+            site,
+            T0 + 60,
+            pb::event_body::Kind::Note(pb::Note { text: "x".into() }),
+        )
+    };
+
+    // Authentication and permission.
+    check(
+        api.append(None, note("n-1", "clinic-a")).await,
+        Code::Unauthenticated,
+        "authorization",
+    );
+    check(
+        api.append(Some("not-a-real-token"), note("n-2", "clinic-a"))
+            .await,
+        Code::Unauthenticated,
+        "unknown token",
+    );
+    check(
+        api.append(Some(&mfg), note("n-3", "clinic-a")).await,
+        Code::PermissionDenied,
+        "may not append as site clinic-a",
+    );
+    check(
+        api.append(Some(&auditor), note("n-4", "clinic-a")).await,
+        Code::PermissionDenied,
+        "may read but not append",
+    );
+
+    // Malformed fields.
+    let mut r = note("n-5", "clinic-a");
+    r.coi = "CHA999926ABC12".into();
+    check(
+        api.append(Some(&clinic), r).await,
+        Code::InvalidArgument,
+        "coi",
+    );
+    let mut r = note("n-6", "clinic-a");
+    r.signer = Some(pb::Signer {
+        operator_id: "op".into(),
+        printed_name: "Op".into(),
+        meaning: 17,
+    });
+    check(
+        api.append(Some(&clinic), r).await,
+        Code::InvalidArgument,
+        "signer.meaning: 17 is not a known signature meaning",
+    );
+    let mut r = note("n-7", "clinic-a");
+    r.body = None;
+    check(
+        api.append(Some(&clinic), r).await,
+        Code::InvalidArgument,
+        "body",
+    );
+    let mut r = note("bad id with spaces", "clinic-a");
+    r.occurred_time = ts(T0);
+    check(
+        api.append(Some(&clinic), r).await,
+        Code::InvalidArgument,
+        "request_id",
+    );
+    let r = req(
+        "n-8",
+        "clinic-a",
+        T0,
+        pb::event_body::Kind::Note(pb::Note {
+            text: "x".repeat(5000),
+        }),
+    );
+    check(
+        api.append(Some(&clinic), r).await,
+        Code::InvalidArgument,
+        "more than 1024",
+    );
+    let r = req(
+        "n-9",
+        "clinic-a",
+        T0,
+        pb::event_body::Kind::Store(pb::Store {
+            unit_id: "APH 1".into(),
+            location: "f".into(),
+        }),
+    );
+    check(
+        api.append(Some(&clinic), r).await,
+        Code::InvalidArgument,
+        "body.store.unit_id",
+    );
+
+    // Oversized request message.
+    let r = req(
+        "n-10",
+        "clinic-a",
+        T0,
+        pb::event_body::Kind::Note(pb::Note {
+            text: "x".repeat(5 * 1024 * 1024),
+        }),
+    );
+    check(
+        api.append(Some(&clinic), r).await,
+        Code::ResourceExhausted,
+        "",
+    );
+
+    // Appends that would break the chain.
+    let r = req(
+        "b-1",
+        "mfg-1",
+        T0 + 3600,
+        pb::event_body::Kind::Receipt(pb::Receipt {
+            shipper_id: "SHP-1".into(),
+            from_site_id: "clinic-a".into(),
+            seal_intact: true,
+            scanned_coi: COI.into(),
+        }),
+    );
+    check(
+        api.append(Some(&mfg), r).await,
+        Code::FailedPrecondition,
+        "custody.receipt_without_dispatch",
+    );
+    let r = req(
+        "b-2",
+        "mfg-1",
+        T0 + 3600,
+        pb::event_body::Kind::Store(pb::Store {
+            unit_id: "APH-1".into(),
+            location: "fridge".into(),
+        }),
+    );
+    check(
+        api.append(Some(&mfg), r).await,
+        Code::FailedPrecondition,
+        "custody.not_custodian",
+    );
+    let mut r = req(
+        "b-3",
+        "clinic-a",
+        T0 + 3600,
+        pb::event_body::Kind::QcRelease(pb::QcRelease {
+            unit_ids: vec!["APH-1".into()],
+        }),
+    );
+    r.signer = signer(pb::SignatureMeaning::Approved);
+    check(
+        api.append(Some(&clinic), r).await,
+        Code::FailedPrecondition,
+        "authority.role_not_permitted",
+    );
+    let mut r = note("b-4", "clinic-a");
+    r.coi = "CHB123426XK0001".into();
+    check(
+        api.append(Some(&clinic), r).await,
+        Code::FailedPrecondition,
+        "does not exist yet",
+    );
+    let r = req(
+        "b-5",
+        "clinic-a",
+        T0 + 60,
+        pb::event_body::Kind::Store(pb::Store {
+            unit_id: "BAG-9".into(),
+            location: "fridge".into(),
+        }),
+    );
+    check(
+        api.append(Some(&clinic), r).await,
+        Code::FailedPrecondition,
+        "identity.unit_without_provenance",
+    );
+
+    // Nothing above was written; the chain is still one intact event.
+    assert_eq!(api.event_count(&auditor).await, 1);
+    let v = api
+        .client
+        .verify_chain(Api::with_token(
+            pb::VerifyChainRequest { coi: COI.into() },
+            Some(&auditor),
+        ))
+        .await
+        .expect("verify")
+        .into_inner();
+    assert_eq!(v.verdict, pb::Verdict::Intact as i32, "{:?}", v.findings);
+    assert_eq!(v.event_count, 1);
+
+    // An observation the chain must keep is recorded, not refused: a scan that did not match.
+    let r = req(
+        "lv-1",
+        "clinic-a",
+        T0 + 120,
+        pb::event_body::Kind::LabelVerification(pb::LabelVerification {
+            unit_id: "APH-1".into(),
+            scanned_coi: "CHB123426XK0001".into(),
+        }),
+    );
+    api.append(Some(&clinic), r)
+        .await
+        .expect("a mismatching scan is recorded");
+    let v = api
+        .client
+        .verify_chain(Api::with_token(
+            pb::VerifyChainRequest { coi: COI.into() },
+            Some(&auditor),
+        ))
+        .await
+        .expect("verify")
+        .into_inner();
+    assert_eq!(v.verdict, pb::Verdict::Broken as i32);
+    assert_eq!(
+        v.findings
+            .iter()
+            .map(|f| f.code.as_str())
+            .collect::<Vec<_>>(),
+        vec!["identity.coi_mismatch"]
+    );
+
+    // Reads of unknown chains.
+    let e = api
+        .client
+        .get_chain(Api::with_token(
+            pb::GetChainRequest {
+                coi: "CHB123426XK0001".into(),
+                ..Default::default()
+            },
+            Some(&auditor),
+        ))
+        .await
+        .expect_err("unknown chain");
+    assert_eq!(e.code(), Code::NotFound);
+    let e = api
+        .client
+        .verify_chain(Api::with_token(
+            pb::VerifyChainRequest {
+                coi: "nonsense".into(),
+            },
+            Some(&auditor),
+        ))
+        .await
+        .expect_err("bad coi");
+    assert_eq!(e.code(), Code::InvalidArgument);
+}
