@@ -127,6 +127,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
     health_reporter.set_serving::<proto::v1::ledger_service_server::LedgerServiceServer<grpc::service::LedgerApi>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
     let service = proto::v1::ledger_service_server::LedgerServiceServer::new(api)
         .max_decoding_message_size(cfg.limits.request_bytes_max)

@@ -381,3 +381,53 @@ async fn bad_input_gets_precise_status_and_writes_nothing() {
         .expect_err("bad coi");
     assert_eq!(e.code(), Code::InvalidArgument);
 }
+
+/// A client we did not write: `buf curl` finds the service through server reflection and
+/// calls it with a token; the health service answers SERVING.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buf_curl_reaches_the_api_through_reflection() {
+    let buf =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.tools/node_modules/.bin/buf");
+    assert!(
+        buf.exists(),
+        "{} is missing: run scripts/setup (it installs buf with npm)",
+        buf.display()
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = Node::start(dir.path(), &[]).expect("node starts");
+    let token = node.token("auditor").expect("token");
+    let curl = |path: &str, body: &str| {
+        let out = std::process::Command::new(&buf)
+            .args([
+                "curl",
+                "--protocol",
+                "grpc",
+                "--http2-prior-knowledge",
+                "-H",
+            ])
+            .arg(format!("authorization: Bearer {token}"))
+            .args(["-d", body])
+            .arg(format!("{}/{path}", node.addr))
+            .output()
+            .expect("run buf curl");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = curl("ledger.v1.LedgerService/GetNodeInfo", "{}");
+    assert_eq!(code, Some(0), "{err}");
+    let info: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(info["networkId"], "dev-net");
+    assert_eq!(info["sites"].as_array().map(Vec::len), Some(6));
+    let (code, _, err) = curl(
+        "ledger.v1.LedgerService/VerifyChain",
+        r#"{"coi":"CHA999926ABC123"}"#,
+    );
+    assert_ne!(code, Some(0));
+    assert!(err.contains("not_found"), "{err}");
+    let (code, out, err) = curl("grpc.health.v1.Health/Check", r#"{"service":""}"#);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("SERVING"), "{out}");
+}
