@@ -1,4 +1,6 @@
-//! Client side of the custody ledger: the `ledger` CLI (and, with the node, the typed gRPC
-//! client). Offline bundle verification depends on ledger-core only: no node, no network.
+//! Client side of the custody ledger: the typed gRPC client ([`client`]) and the `ledger`
+//! CLI ([`cli`]). Offline bundle verification depends on ledger-core only: no node, no
+//! network.
 
 pub mod cli;
+pub mod client;

@@ -28,7 +28,10 @@ pub struct CommitStats {
 }
 
 /// The process-wide commit totals (one node per process).
-pub static COMMIT_STATS: CommitStats = CommitStats { n_commits: std::sync::atomic::AtomicU64::new(0), n_events: std::sync::atomic::AtomicU64::new(0) };
+pub static COMMIT_STATS: CommitStats = CommitStats {
+    n_commits: std::sync::atomic::AtomicU64::new(0),
+    n_events: std::sync::atomic::AtomicU64::new(0),
+};
 
 /// Capacity of the committed-event broadcast that feeds watchers.
 pub const WATCH_BROADCAST_CAPACITY: usize = 8192;
@@ -246,7 +249,9 @@ impl Committer {
             match self.store.commit(&records) {
                 Ok(()) => {
                     COMMIT_STATS.n_commits.fetch_add(1, Ordering::Relaxed);
-                    COMMIT_STATS.n_events.fetch_add(records.len() as u64, Ordering::Relaxed);
+                    COMMIT_STATS
+                        .n_events
+                        .fetch_add(records.len() as u64, Ordering::Relaxed);
                     metrics::counter!("ledger_commits_total").increment(1);
                     metrics::histogram!("ledger_commit_group_events").record(records.len() as f64);
                     metrics::histogram!("ledger_commit_seconds")

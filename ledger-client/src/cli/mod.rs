@@ -1,12 +1,16 @@
-//! The `ledger` command line.
+//! The `ledger` command line: offline bundle verification and fixture tools (no node), and
+//! the commands that talk to a node through [`crate::client`] ([`remote`]).
 
 pub mod exit;
+mod remote;
 mod render;
+pub mod replay;
+pub mod step_file;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use exit::CliError;
 use ledger_core::bundle::{verify_bundle, BundleOptions};
-use ledger_core::{NetworkId, Policy, PublicKey, Scope};
+use ledger_core::{Coi, NetworkId, Policy, PublicKey, Scope, Status};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -25,8 +29,177 @@ pub enum Output {
     Json,
 }
 
+/// Where the node is and how long a call may take.
+#[derive(Debug, Args)]
+struct NodeArgs {
+    /// The node's gRPC address.
+    #[arg(
+        long,
+        env = "LEDGER_NODE",
+        value_name = "URL",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    node: String,
+    /// Seconds each call may take.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    timeout: u64,
+}
+
+/// The bearer token this command acts with.
+#[derive(Debug, Args)]
+struct TokenArgs {
+    /// File holding the site's bearer token (or set LEDGER_TOKEN to the token itself).
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// The token itself. Hidden: a token on the command line shows in the process list, so
+    /// it comes from LEDGER_TOKEN or --token-file.
+    #[arg(long, env = "LEDGER_TOKEN", hide = true, hide_env_values = true, value_parser = parse_token)]
+    token: Option<Token>,
+}
+
+/// A bearer token from the environment; `Debug` never shows it.
+#[derive(Clone)]
+struct Token(String);
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
+fn parse_token(text: &str) -> Result<Token, String> {
+    Ok(Token(text.trim().to_owned()))
+}
+
+fn parse_coi(text: &str) -> Result<Coi, String> {
+    Coi::parse(text).map_err(|e| e.to_string())
+}
+
+fn parse_time(text: &str) -> Result<ledger_core::Timestamp, String> {
+    ledger_core::Timestamp::parse_rfc3339(text)
+        .ok_or_else(|| "expected an RFC 3339 UTC time like 2026-03-02T08:00:00Z".to_owned())
+}
+
+fn parse_status(text: &str) -> Result<Status, String> {
+    Status::parse(text).ok_or_else(|| {
+        "expected one of: empty, collected, in_transit, in_manufacturing, awaiting_qc, \
+         released, administered, destroyed"
+            .to_owned()
+    })
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Append one custody step to the node, as the step's site.
+    ///
+    /// STEP.toml holds one step like a journey's [[step]], with top-level keys, plus `coi`
+    /// and `at` (RFC 3339 UTC); `operator` and `name` are required. Exit codes: 0 appended,
+    /// 2 refused (the node's message is printed) or bad file, 3 node unreachable.
+    Append {
+        step: PathBuf,
+        #[command(flatten)]
+        node: NodeArgs,
+        #[command(flatten)]
+        token: TokenArgs,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// List a chain's events in causal order.
+    Chain {
+        #[arg(value_parser = parse_coi)]
+        coi: Coi,
+        #[command(flatten)]
+        node: NodeArgs,
+        #[command(flatten)]
+        token: TokenArgs,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// Verify a chain as the node holds it.
+    ///
+    /// Exit codes: 0 intact, 1 broken, 4 incomplete, 2 refused, 3 node unreachable.
+    Verify {
+        #[arg(value_parser = parse_coi)]
+        coi: Coi,
+        #[command(flatten)]
+        node: NodeArgs,
+        #[command(flatten)]
+        token: TokenArgs,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// Export a chain's signed bundle, to verify offline with `ledger verify-bundle`.
+    Export {
+        #[arg(value_parser = parse_coi)]
+        coi: Coi,
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        #[command(flatten)]
+        node: NodeArgs,
+        #[command(flatten)]
+        token: TokenArgs,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// Print a chain's events, then each new one as the node stores it (Ctrl-C ends).
+    Watch {
+        #[arg(value_parser = parse_coi)]
+        coi: Coi,
+        /// Start after this many events of the chain.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        from: u64,
+        #[command(flatten)]
+        node: NodeArgs,
+        #[command(flatten)]
+        token: TokenArgs,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// List the node's chains with status, custodians and the nearest stability deadline.
+    Chains {
+        /// Only chains with this status.
+        #[arg(long, value_parser = parse_status)]
+        status: Option<Status>,
+        /// At most this many chains (the node caps it at 1000).
+        #[arg(long, value_name = "N")]
+        page_size: Option<u16>,
+        /// Continue from a previous page.
+        #[arg(long, value_name = "TOKEN")]
+        page_token: Option<String>,
+        #[command(flatten)]
+        node: NodeArgs,
+        #[command(flatten)]
+        token: TokenArgs,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// Describe the node: network, sites it signs for, feed heads, version.
+    NodeInfo {
+        #[command(flatten)]
+        node: NodeArgs,
+        #[command(flatten)]
+        token: TokenArgs,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// Append a valid fixture journey's steps to the node, each as its site, in order.
+    ///
+    /// Each site's token is read from DIR/<site>.token. Replaying again is answered with
+    /// the original receipts (request ids derive from the journey name and step id).
+    Replay {
+        journey: PathBuf,
+        /// Directory holding one <site>.token file per site of the journey.
+        #[arg(long, value_name = "DIR")]
+        tokens: PathBuf,
+        /// Count the journey's offsets from this RFC 3339 UTC time instead of its `start`
+        /// (to move a journey whose times are in the node's future into the past).
+        #[arg(long, value_name = "TIME", value_parser = parse_time)]
+        start: Option<ledger_core::Timestamp>,
+        #[command(flatten)]
+        node: NodeArgs,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
     /// Verify an exported bundle offline: no node, no network, only the anchor key.
     ///
     /// Exit codes: 0 intact, 1 broken, 4 incomplete, 2 usage error, 3 file unreadable.
@@ -98,6 +271,60 @@ pub fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
+        Command::Append {
+            step,
+            node,
+            token,
+            output,
+        } => remote::block_on(remote::append(&step, &node, &token, output)),
+        Command::Chain {
+            coi,
+            node,
+            token,
+            output,
+        } => remote::block_on(remote::chain(&coi, &node, &token, output)),
+        Command::Verify {
+            coi,
+            node,
+            token,
+            output,
+        } => remote::block_on(remote::verify(&coi, &node, &token, output)),
+        Command::Export {
+            coi,
+            out,
+            node,
+            token,
+            output,
+        } => remote::block_on(remote::export(&coi, &out, &node, &token, output)),
+        Command::Watch {
+            coi,
+            from,
+            node,
+            token,
+            output,
+        } => remote::block_on(remote::watch(&coi, from, &node, &token, output)),
+        Command::Chains {
+            status,
+            page_size,
+            page_token,
+            node,
+            token,
+            output,
+        } => remote::block_on(remote::chains(
+            status, page_size, page_token, &node, &token, output,
+        )),
+        Command::NodeInfo {
+            node,
+            token,
+            output,
+        } => remote::block_on(remote::node_info(&node, &token, output)),
+        Command::Replay {
+            journey,
+            tokens,
+            start,
+            node,
+            output,
+        } => remote::block_on(remote::replay(&journey, &tokens, start, &node, output)),
         Command::VerifyBundle {
             bundle,
             anchor,
@@ -122,7 +349,7 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
             Ok(exit::for_verdict(report.verdict.kind))
         }
         Command::Fixture(FixtureCommand::Build { journey, out }) => {
-            let text = std::fs::read_to_string(&journey).map_err(|e| unreadable(&journey, e))?;
+            let text = read_text(&journey)?;
             let built = fixtures::build(&text)
                 .map_err(|e| CliError::Usage(format!("{}: {e}", journey.display())))?;
             write(&out, &built.bundle)?;
@@ -171,6 +398,10 @@ fn unreadable(path: &Path, err: std::io::Error) -> CliError {
     }
 }
 
+fn read_text(path: &Path) -> Result<String, CliError> {
+    std::fs::read_to_string(path).map_err(|e| unreadable(path, e))
+}
+
 fn read(path: &Path) -> Result<Vec<u8>, CliError> {
     std::fs::read(path).map_err(|e| unreadable(path, e))
 }
@@ -184,11 +415,224 @@ fn write(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
 
 /// Reads an anchor key file: 64 hex digits, surrounding white space ignored.
 fn read_anchor(path: &Path) -> Result<PublicKey, CliError> {
-    let text = std::fs::read_to_string(path).map_err(|e| unreadable(path, e))?;
+    let text = read_text(path)?;
     parse_anchor(text.trim()).ok_or_else(|| CliError::Usage(format!("{}: an anchor key file must hold the anchor's public key as 64 hex digits (see `ledger fixture anchor`)", path.display())))
 }
 
 fn parse_anchor(text: &str) -> Option<PublicKey> {
     let id = ledger_core::EventId::from_hex(text).ok()?;
     Some(PublicKey(id.0))
+}
+
+#[cfg(test)]
+mod tests {
+    //! Argument parsing through clap, as `ledger` sees it, and the error-to-exit-code map.
+
+    use super::*;
+    use crate::client;
+    use expect_test::{expect, Expect};
+
+    #[track_caller]
+    fn check(args: &str, expect: Expect) {
+        let out = match Cli::try_parse_from(std::iter::once("ledger").chain(args.split(' '))) {
+            Ok(cli) => format!("{:#?}", cli.command),
+            Err(e) => format!(
+                "error ({:?}): {}",
+                e.kind(),
+                e.render().to_string().lines().next().unwrap_or("")
+            ),
+        };
+        expect.assert_eq(&out);
+    }
+
+    #[test]
+    fn remote_commands_parse() {
+        check(
+            "verify CHA999926ABC123 --node http://10.0.0.7:50051 --token-file t.token --output json",
+            expect![[r#"
+                Verify {
+                    coi: Coi("CHA999926ABC123"),
+                    node: NodeArgs {
+                        node: "http://10.0.0.7:50051",
+                        timeout: 30,
+                    },
+                    token: TokenArgs {
+                        token_file: Some(
+                            "t.token",
+                        ),
+                        token: None,
+                    },
+                    output: Json,
+                }"#]],
+        );
+        check(
+            "watch CHA999926ABC123 --from 12",
+            expect![[r#"
+            Watch {
+                coi: Coi("CHA999926ABC123"),
+                from: 12,
+                node: NodeArgs {
+                    node: "http://127.0.0.1:50051",
+                    timeout: 30,
+                },
+                token: TokenArgs {
+                    token_file: None,
+                    token: None,
+                },
+                output: Text,
+            }"#]],
+        );
+        check(
+            "chains --status awaiting_qc --page-size 50",
+            expect![[r#"
+            Chains {
+                status: Some(
+                    AwaitingQc,
+                ),
+                page_size: Some(
+                    50,
+                ),
+                page_token: None,
+                node: NodeArgs {
+                    node: "http://127.0.0.1:50051",
+                    timeout: 30,
+                },
+                token: TokenArgs {
+                    token_file: None,
+                    token: None,
+                },
+                output: Text,
+            }"#]],
+        );
+        check(
+            "export CHA999926ABC123 --out b.bundle",
+            expect![[r#"
+            Export {
+                coi: Coi("CHA999926ABC123"),
+                out: "b.bundle",
+                node: NodeArgs {
+                    node: "http://127.0.0.1:50051",
+                    timeout: 30,
+                },
+                token: TokenArgs {
+                    token_file: None,
+                    token: None,
+                },
+                output: Text,
+            }"#]],
+        );
+        check(
+            "replay journey.toml --tokens tokens/",
+            expect![[r#"
+                Replay {
+                    journey: "journey.toml",
+                    tokens: "tokens/",
+                    start: None,
+                    node: NodeArgs {
+                        node: "http://127.0.0.1:50051",
+                        timeout: 30,
+                    },
+                    output: Text,
+                }"#]],
+        );
+        check(
+            "node-info",
+            expect![[r#"
+            NodeInfo {
+                node: NodeArgs {
+                    node: "http://127.0.0.1:50051",
+                    timeout: 30,
+                },
+                token: TokenArgs {
+                    token_file: None,
+                    token: None,
+                },
+                output: Text,
+            }"#]],
+        );
+        check(
+            "append step.toml --timeout 5",
+            expect![[r#"
+            Append {
+                step: "step.toml",
+                node: NodeArgs {
+                    node: "http://127.0.0.1:50051",
+                    timeout: 5,
+                },
+                token: TokenArgs {
+                    token_file: None,
+                    token: None,
+                },
+                output: Text,
+            }"#]],
+        );
+    }
+
+    #[test]
+    fn bad_arguments_are_usage_errors() {
+        check("verify NOT-A-COI", expect!["error (ValueValidation): error: invalid value 'NOT-A-COI' for '<COI>': coi 'NOT-A-COI': expected CH + 5-character facility number + 2-digit year + 6-character sequence (15 characters, optionally a check character)"]);
+        check("chains --status lost", expect!["error (ValueValidation): error: invalid value 'lost' for '--status <STATUS>': expected one of: empty, collected, in_transit, in_manufacturing, awaiting_qc, released, administered, destroyed"]);
+        check("export CHA999926ABC123", expect!["error (MissingRequiredArgument): error: the following required arguments were not provided:"]);
+        check("replay journey.toml", expect!["error (MissingRequiredArgument): error: the following required arguments were not provided:"]);
+        check(
+            "chain CHA999926ABC123 --output yaml",
+            expect!["error (InvalidValue): error: invalid value 'yaml' for '--output <OUTPUT>'"],
+        );
+        check("node-info --timeout 0", expect!["error (ValueValidation): error: invalid value '0' for '--timeout <SECONDS>': 0 is not in 1..=3600"]);
+    }
+
+    #[track_caller]
+    fn check_exit(err: client::Error, code: u8) {
+        let text = err.to_string();
+        assert_eq!(exit::code_for_error(&CliError::Node(err)), code, "{text}");
+    }
+
+    #[test]
+    fn node_errors_map_to_exit_codes() {
+        use tonic::Code;
+        let status = |code: Code| {
+            client::Error::from_status(
+                "http://n",
+                std::time::Duration::from_secs(1),
+                &tonic::Status::new(code, "why"),
+            )
+        };
+        for code in [
+            Code::InvalidArgument,
+            Code::FailedPrecondition,
+            Code::PermissionDenied,
+            Code::Unauthenticated,
+            Code::NotFound,
+            Code::ResourceExhausted,
+        ] {
+            check_exit(status(code), exit::USAGE);
+        }
+        for code in [Code::Unavailable, Code::DeadlineExceeded, Code::Internal] {
+            check_exit(status(code), exit::UNREADABLE);
+        }
+        check_exit(client::Error::InvalidToken, exit::USAGE);
+        check_exit(
+            client::Error::ExportLength {
+                announced: 10,
+                received: 9,
+            },
+            exit::UNREADABLE,
+        );
+        let refused = replay::ReplayError::Append {
+            step: "pack".into(),
+            source: status(Code::PermissionDenied),
+        };
+        assert_eq!(
+            exit::code_for_error(&CliError::Replay(refused)),
+            exit::USAGE
+        );
+        let down = replay::ReplayError::Append {
+            step: "pack".into(),
+            source: status(Code::Unavailable),
+        };
+        assert_eq!(
+            exit::code_for_error(&CliError::Replay(down)),
+            exit::UNREADABLE
+        );
+    }
 }

@@ -1,9 +1,12 @@
-//! How verdicts look: a table for people, JSON for programs.
+//! How verdicts and node answers look: a table for people, JSON for programs (one document,
+//! or one object per line for streams: `watch`, `replay`).
 
+use super::replay::Replayed;
+use crate::client::{AppendReceipt, ChainsPage, NodeFinding, NodeInfo, Verification, Watched};
 use comfy_table::{presets::UTF8_FULL, ContentArrangement, Table};
 use ledger_core::bundle::BundleReport;
-use ledger_core::PublicKey;
-use serde_json::json;
+use ledger_core::{Coi, Event, PublicKey, VerdictKind};
+use serde_json::{json, Value};
 
 pub fn verdict_json(report: &BundleReport) -> String {
     let v = &report.verdict;
@@ -25,14 +28,7 @@ pub fn verdict_json(report: &BundleReport) -> String {
 pub fn verdict_text(report: &BundleReport, anchor: &PublicKey) -> String {
     let v = &report.verdict;
     let mut out = String::new();
-    let headline = match v.kind {
-        ledger_core::VerdictKind::Intact => "INTACT: every check passed, no finding",
-        ledger_core::VerdictKind::Broken => "BROKEN: the evidence proves a break in the chain",
-        ledger_core::VerdictKind::Incomplete => {
-            "INCOMPLETE: no break proven, but evidence is missing"
-        }
-    };
-    out.push_str(&format!("{headline}\n"));
+    out.push_str(&format!("{}\n", headline(v.kind)));
     if let Some(coi) = &v.coi {
         out.push_str(&format!("chain:    {coi}\n"));
     }
@@ -71,5 +67,279 @@ pub fn verdict_text(report: &BundleReport, anchor: &PublicKey) -> String {
         }
         out.push_str(&format!("{table}\n"));
     }
+    out
+}
+
+fn headline(kind: VerdictKind) -> &'static str {
+    match kind {
+        VerdictKind::Intact => "INTACT: every check passed, no finding",
+        VerdictKind::Broken => "BROKEN: the evidence proves a break in the chain",
+        VerdictKind::Incomplete => "INCOMPLETE: no break proven, but evidence is missing",
+    }
+}
+
+fn table(header: Vec<&str>) -> Table {
+    let mut table = Table::new();
+    table
+        .load_preset(UTF8_FULL)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_width(120);
+    table.set_header(header);
+    table
+}
+
+pub fn receipt_json(r: &AppendReceipt, request_id: &str) -> Value {
+    json!({
+        "request_id": request_id,
+        "event_id": r.event_id.to_hex(),
+        "site": r.site.as_str(),
+        "seq": r.seq.0,
+        "recorded_at": r.recorded_at.to_string(),
+        "duplicate": r.duplicate,
+    })
+}
+
+pub fn receipt_text(r: &AppendReceipt) -> String {
+    let duplicate = if r.duplicate {
+        " (already appended: this is the original receipt)"
+    } else {
+        ""
+    };
+    format!(
+        "{} {} seq {} recorded {}{duplicate}",
+        r.event_id.to_hex(),
+        r.site,
+        r.seq.0,
+        r.recorded_at
+    )
+}
+
+pub fn replayed_json(r: &Replayed) -> Value {
+    let mut doc = receipt_json(&r.receipt, &r.request_id);
+    doc["step"] = json!(r.step);
+    doc
+}
+
+pub fn replayed_text(r: &Replayed) -> String {
+    format!("{:<24} {}", r.step, receipt_text(&r.receipt))
+}
+
+pub fn event_json(e: &Event, position: Option<u64>) -> Value {
+    let signer = e.signer();
+    let mut doc = json!({
+        "event_id": e.id().to_hex(),
+        "site": e.author().as_str(),
+        "seq": e.seq().0,
+        "coi": e.coi().as_str(),
+        "kind": e.body().kind_name(),
+        "occurred_at": e.occurred_at().to_string(),
+        "recorded_at": e.recorded_at().to_string(),
+        "operator": signer.operator.as_str(),
+        "printed_name": signer.printed_name,
+        "meaning": signer.meaning.as_str(),
+        "parents": e.parents().iter().map(|p| p.to_hex()).collect::<Vec<_>>(),
+    });
+    if let Some(p) = position {
+        doc["position"] = json!(p);
+    }
+    doc
+}
+
+pub fn chain_json(events: &[Event]) -> String {
+    let events: Vec<Value> = events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| event_json(e, Some(i as u64 + 1)))
+        .collect();
+    json!({ "events": events }).to_string()
+}
+
+pub fn chain_text(coi: &Coi, events: &[Event]) -> String {
+    let mut t = table(vec![
+        "#",
+        "event",
+        "site",
+        "seq",
+        "kind",
+        "occurred",
+        "signed by",
+    ]);
+    for (i, e) in events.iter().enumerate() {
+        t.add_row(vec![
+            (i + 1).to_string(),
+            e.id().short(),
+            e.author().to_string(),
+            e.seq().0.to_string(),
+            e.body().kind_name().to_owned(),
+            e.occurred_at().to_string(),
+            format!(
+                "{} ({})",
+                e.signer().printed_name,
+                e.signer().meaning.as_str()
+            ),
+        ]);
+    }
+    format!("chain {coi}: {} events\n{t}\n", events.len())
+}
+
+pub fn watched_text(w: &Watched) -> String {
+    let e = &w.event;
+    format!(
+        "{:>5} {} {} seq {} {} at {}",
+        w.position,
+        e.id().short(),
+        e.author(),
+        e.seq().0,
+        e.body().kind_name(),
+        e.occurred_at()
+    )
+}
+
+fn finding_json(f: &NodeFinding) -> Value {
+    json!({
+        "code": f.code,
+        "events": f.events.iter().map(|e| e.to_hex()).collect::<Vec<_>>(),
+        "message": f.message,
+        "depends_on_missing": f.depends_on_missing,
+    })
+}
+
+pub fn verification_json(coi: &Coi, v: &Verification) -> String {
+    json!({
+        "verdict": v.verdict.as_str(),
+        "status": v.status.as_str(),
+        "coi": coi.as_str(),
+        "n_events": v.n_events,
+        "findings": v.findings.iter().map(finding_json).collect::<Vec<_>>(),
+    })
+    .to_string()
+}
+
+pub fn verification_text(coi: &Coi, node: &str, v: &Verification) -> String {
+    let mut out = format!(
+        "{}\nchain:    {coi}\nstatus:   {}\nevents:   {}\nverifier: the node at {node}\n",
+        headline(v.verdict),
+        v.status.as_str(),
+        v.n_events
+    );
+    if !v.findings.is_empty() {
+        let mut t = table(vec!["code", "events", "finding"]);
+        for f in &v.findings {
+            let events: Vec<String> = f.events.iter().map(|e| e.short()).collect();
+            let code = if f.depends_on_missing {
+                format!("{} (?)", f.code)
+            } else {
+                f.code.clone()
+            };
+            t.add_row(vec![code, events.join("\n"), f.message.clone()]);
+        }
+        out.push_str(&format!("{t}\n"));
+    }
+    out
+}
+
+fn optional_time(t: Option<ledger_core::Timestamp>) -> Value {
+    t.map_or(Value::Null, |t| json!(t.to_string()))
+}
+
+pub fn chains_json(page: &ChainsPage) -> String {
+    let chains: Vec<Value> = page
+        .chains
+        .iter()
+        .map(|c| {
+            json!({
+                "coi": c.coi.as_str(),
+                "status": c.status.as_str(),
+                "custodians": c.custodians.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+                "next_stability_deadline": optional_time(c.next_stability_deadline),
+                "n_events": c.n_events,
+                "n_open_findings": c.n_open_findings,
+                "last_event_at": optional_time(c.last_event_at),
+                "n_flagged_units": c.n_flagged_units,
+            })
+        })
+        .collect();
+    json!({
+        "chains": chains,
+        "next_page_token": page.next_page_token.as_ref().map(|t| t.as_str()),
+    })
+    .to_string()
+}
+
+pub fn chains_text(page: &ChainsPage) -> String {
+    let mut t = table(vec![
+        "chain",
+        "status",
+        "custodians",
+        "next deadline",
+        "events",
+        "findings",
+        "flagged units",
+        "last event",
+    ]);
+    let time = |t: Option<ledger_core::Timestamp>| t.map_or("-".to_owned(), |t| t.to_string());
+    for c in &page.chains {
+        let custodians: Vec<&str> = c.custodians.iter().map(|s| s.as_str()).collect();
+        t.add_row(vec![
+            c.coi.to_string(),
+            c.status.as_str().to_owned(),
+            custodians.join(", "),
+            time(c.next_stability_deadline),
+            c.n_events.to_string(),
+            c.n_open_findings.to_string(),
+            c.n_flagged_units.to_string(),
+            time(c.last_event_at),
+        ]);
+    }
+    let mut out = format!("{} chains\n{t}\n", page.chains.len());
+    if let Some(token) = &page.next_page_token {
+        out.push_str(&format!(
+            "more: ledger chains --page-token {}\n",
+            token.as_str()
+        ));
+    }
+    out
+}
+
+pub fn node_info_json(n: &NodeInfo) -> String {
+    let sites: Vec<Value> = n
+        .sites
+        .iter()
+        .map(|s| {
+            json!({
+                "site": s.site.as_str(),
+                "role": s.role.as_str(),
+                "public_key": s.public_key.to_hex(),
+                "feed_seq": s.feed_seq.0,
+                "feed_head": s.feed_head.map(|h| h.to_hex()),
+            })
+        })
+        .collect();
+    json!({
+        "network": n.network.as_str(),
+        "anchor_fingerprint": n.anchor_fingerprint,
+        "version": n.version,
+        "n_events": n.n_events,
+        "sites": sites,
+    })
+    .to_string()
+}
+
+pub fn node_info_text(endpoint: &str, n: &NodeInfo) -> String {
+    let mut out = format!(
+        "node:     {endpoint}\nnetwork:  {}\nanchor:   {}\nversion:  {}\nevents:   {}\n",
+        n.network, n.anchor_fingerprint, n.version, n.n_events
+    );
+    let mut t = table(vec!["site", "role", "key", "feed seq", "feed head"]);
+    for s in &n.sites {
+        t.add_row(vec![
+            s.site.to_string(),
+            s.role.as_str().to_owned(),
+            s.public_key.fingerprint(),
+            s.feed_seq.0.to_string(),
+            s.feed_head.map_or("-".to_owned(), |h| h.short()),
+        ]);
+    }
+    out.push_str(&format!("{t}\n"));
     out
 }

@@ -1,0 +1,1091 @@
+//! The typed gRPC client of a ledger node (ledger.v1).
+//!
+//! Owns: the connection, the bearer token on every call, a timeout on every call, bounded
+//! retries of appends, and turning the node's answers into checked types (event ids, COIs,
+//! timestamps, events decoded from their signed bytes). An answer that breaks the contract
+//! is an [`Error::BadResponse`], never repaired.
+//!
+//! Does not: verify signatures or chains (the node's `VerifyChain` or `ledger verify-bundle`
+//! do), choose request ids (the caller does, so a retry is recognisably the same request),
+//! print anything, or read the environment.
+//!
+//! Retries: only `append` and `append_batch` retry, and only on UNAVAILABLE and
+//! DEADLINE_EXCEEDED (or a local timeout), always with the same request ids, so the node
+//! answers a retry of a stored append with the original receipt instead of storing it twice.
+
+use backon::{ExponentialBuilder, Retryable};
+use ledger_core::VerdictKind;
+use ledger_core::{
+    Coi, Event, EventId, NetworkId, PublicKey, Role, Seq, SiteId, Status, Timestamp,
+};
+use proto::convert::{status_from_wire, status_to_wire, timestamp_from_wire, verdict_from_wire};
+use proto::convert::{ConvertError, REQUEST_ID_MAX};
+use proto::v1 as pb;
+use proto::v1::ledger_service_client::LedgerServiceClient;
+use std::future::Future;
+use std::time::Duration;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio_stream::{Stream, StreamExt};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tonic::Code;
+
+/// Time a call may take before it fails with [`Error::Timeout`], unless configured.
+pub const CALL_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
+/// Time to establish the connection, unless configured.
+pub const CONNECT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
+/// Retries of an append after the first attempt, unless configured.
+pub const APPEND_RETRIES_MAX_DEFAULT: usize = 4;
+/// Wait before the first retry; each further wait doubles, up to [`BACKOFF_MAX_DEFAULT`].
+pub const BACKOFF_FIRST_DEFAULT: Duration = Duration::from_millis(200);
+pub const BACKOFF_MAX_DEFAULT: Duration = Duration::from_secs(5);
+/// Largest message the client decodes: a page of `CHAIN_PAGE_EVENTS` events of up to
+/// 64 KiB each.
+pub const MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Events asked for per `GetChain` page.
+pub const CHAIN_PAGE_EVENTS: u16 = 1000;
+/// Most events `chain` collects before it gives up (the bundle limit).
+pub const CHAIN_EVENTS_MAX: usize = ledger_core::bundle::BUNDLE_EVENTS_MAX;
+/// Largest bundle `export` accepts (the bundle limit).
+pub const EXPORT_BYTES_MAX: u64 = ledger_core::bundle::BUNDLE_BYTES_MAX as u64;
+
+/// Why a call failed. Variants keep the gRPC code and the node's message where there is
+/// one, so a caller (the CLI's exit codes) can decide what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "{endpoint}: not a node address: {reason} (expected a URL like http://127.0.0.1:50051)"
+    )]
+    InvalidEndpoint { endpoint: String, reason: String },
+    #[error("the token cannot be sent: a token is visible ASCII without spaces")]
+    InvalidToken,
+    #[error("{endpoint}: node unreachable: {reason}; check the address and that the node runs")]
+    Unreachable { endpoint: String, reason: String },
+    #[error("{endpoint}: no answer within {after:?}")]
+    Timeout { endpoint: String, after: Duration },
+    /// The node refused the call; sending it again unchanged gives the same answer.
+    #[error("node refused the call ({}): {message}", code_name(*.code))]
+    Rejected { code: Code, message: String },
+    /// The node could not serve the call (internal error, unsupported call, ...).
+    #[error("node failed ({}): {message}", code_name(*.code))]
+    Failed { code: Code, message: String },
+    /// The node's answer breaks the ledger.v1 contract.
+    #[error("node answer is malformed: {field}: {reason}")]
+    BadResponse { field: String, reason: String },
+    #[error("export: the node announced {announced} bytes but sent {received}")]
+    ExportLength { announced: u64, received: u64 },
+    #[error("{what}: {n} is more than the {max} this client accepts")]
+    TooLarge {
+        what: &'static str,
+        n: u64,
+        max: u64,
+    },
+    #[error("export: cannot write the bundle: {0}")]
+    Write(#[source] std::io::Error),
+}
+
+impl Error {
+    /// Classifies a status once: which codes are the caller's to fix, which mean the node is
+    /// out of reach, which are the node's own failure.
+    pub fn from_status(endpoint: &str, after: Duration, status: &tonic::Status) -> Error {
+        // tonic enforces a request's `grpc-timeout` on the client side as well and reports it
+        // as CANCELLED ("Timeout expired"); it is the call timeout all the same.
+        if status.code() == Code::Cancelled && caused_by_timeout(status) {
+            return Error::Timeout {
+                endpoint: endpoint.to_owned(),
+                after,
+            };
+        }
+        Error::from_code(endpoint, after, status.code(), &status_reason(status))
+    }
+
+    fn from_code(endpoint: &str, after: Duration, code: Code, message: &str) -> Error {
+        let message = message.to_owned();
+        match code {
+            Code::Unavailable => Error::Unreachable {
+                endpoint: endpoint.to_owned(),
+                reason: message,
+            },
+            Code::DeadlineExceeded => Error::Timeout {
+                endpoint: endpoint.to_owned(),
+                after,
+            },
+            Code::InvalidArgument
+            | Code::FailedPrecondition
+            | Code::PermissionDenied
+            | Code::Unauthenticated
+            | Code::NotFound
+            | Code::ResourceExhausted
+            | Code::AlreadyExists
+            | Code::OutOfRange => Error::Rejected { code, message },
+            Code::Ok
+            | Code::Cancelled
+            | Code::Unknown
+            | Code::Aborted
+            | Code::Unimplemented
+            | Code::Internal
+            | Code::DataLoss => Error::Failed { code, message },
+        }
+    }
+
+    /// Whether sending the same request again may succeed: the node was out of reach or
+    /// did not answer in time.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Unreachable { .. } | Error::Timeout { .. } => true,
+            Error::InvalidEndpoint { .. }
+            | Error::InvalidToken
+            | Error::Rejected { .. }
+            | Error::Failed { .. }
+            | Error::BadResponse { .. }
+            | Error::ExportLength { .. }
+            | Error::TooLarge { .. }
+            | Error::Write(_) => false,
+        }
+    }
+}
+
+/// The canonical gRPC name of a code (`FAILED_PRECONDITION`), as people search for it.
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+fn caused_by_timeout(status: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(s) = source {
+        if s.is::<tonic::TimeoutExpired>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
+/// The node's message, or for a transport failure (empty or generic message) the chain of
+/// causes, which is where "connection refused" lives.
+fn status_reason(status: &tonic::Status) -> String {
+    let mut reason = status.message().to_owned();
+    let mut source = std::error::Error::source(status);
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !reason.contains(&text) {
+            if !reason.is_empty() {
+                reason.push_str(": ");
+            }
+            reason.push_str(&text);
+        }
+        source = s.source();
+    }
+    reason
+}
+
+/// An error and its causes, each said once (transport errors repeat their cause's text).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut reason = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !reason.contains(&text) {
+            reason.push_str(": ");
+            reason.push_str(&text);
+        }
+        source = s.source();
+    }
+    reason
+}
+
+fn bad(e: ConvertError) -> Error {
+    Error::BadResponse {
+        field: e.field,
+        reason: e.reason,
+    }
+}
+
+fn bad_field(field: impl Into<String>, reason: impl Into<String>) -> Error {
+    Error::BadResponse {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// How the client waits and retries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientConfig {
+    /// Each call (and, for a stream, opening it and each export chunk) must answer within this.
+    pub call_timeout: Duration,
+    pub connect_timeout: Duration,
+    /// Retries of an append after the first attempt (0: no retry).
+    pub append_retries_max: usize,
+    pub backoff_first: Duration,
+    pub backoff_max: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> ClientConfig {
+        ClientConfig {
+            call_timeout: CALL_TIMEOUT_DEFAULT,
+            connect_timeout: CONNECT_TIMEOUT_DEFAULT,
+            append_retries_max: APPEND_RETRIES_MAX_DEFAULT,
+            backoff_first: BACKOFF_FIRST_DEFAULT,
+            backoff_max: BACKOFF_MAX_DEFAULT,
+        }
+    }
+}
+
+/// Adds `authorization: Bearer <token>` to every call. `Debug` never shows the token.
+#[derive(Clone)]
+pub struct BearerAuth {
+    header: MetadataValue<Ascii>,
+}
+
+impl BearerAuth {
+    /// # Errors
+    /// [`Error::InvalidToken`] when the token is empty or cannot be a header value.
+    pub fn new(token: &str) -> Result<BearerAuth, Error> {
+        if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(Error::InvalidToken);
+        }
+        let mut header: MetadataValue<Ascii> = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| Error::InvalidToken)?;
+        header.set_sensitive(true);
+        Ok(BearerAuth { header })
+    }
+}
+
+impl std::fmt::Debug for BearerAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BearerAuth(<redacted>)")
+    }
+}
+
+impl tonic::service::Interceptor for BearerAuth {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        req.metadata_mut()
+            .insert("authorization", self.header.clone());
+        Ok(req)
+    }
+}
+
+type Rpc = LedgerServiceClient<InterceptedService<Channel, BearerAuth>>;
+
+/// A connection to one node, acting with one token. Cheap to clone; clones share the
+/// connection.
+#[derive(Clone)]
+pub struct Client {
+    channel: Channel,
+    rpc: Rpc,
+    endpoint: String,
+    cfg: ClientConfig,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("endpoint", &self.endpoint)
+            .field("cfg", &self.cfg)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where an appended event landed, as checked values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendReceipt {
+    pub event_id: EventId,
+    pub site: SiteId,
+    pub seq: Seq,
+    pub recorded_at: Timestamp,
+    /// This answers a retry of a request id the node had already stored.
+    pub duplicate: bool,
+}
+
+/// A finding as the node reports it. The code stays text: a newer node may know codes
+/// this client does not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeFinding {
+    pub code: String,
+    pub events: Vec<EventId>,
+    pub message: String,
+    pub depends_on_missing: bool,
+}
+
+/// The node's verdict on a chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verification {
+    pub verdict: VerdictKind,
+    pub status: Status,
+    pub findings: Vec<NodeFinding>,
+    pub n_events: u64,
+}
+
+/// One event from `watch`, with its 1-based position in the chain as the node stores it.
+#[derive(Debug, Clone)]
+pub struct Watched {
+    pub position: u64,
+    pub event: Event,
+}
+
+/// An opaque continuation token from a previous page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageToken(String);
+
+impl PageToken {
+    /// `None` for an empty token (there is no next page).
+    pub fn new(text: String) -> Option<PageToken> {
+        (!text.is_empty()).then_some(PageToken(text))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainSummary {
+    pub coi: Coi,
+    pub status: Status,
+    /// Sites holding a live unit of the chain now.
+    pub custodians: Vec<SiteId>,
+    pub next_stability_deadline: Option<Timestamp>,
+    pub n_events: u64,
+    pub n_open_findings: u32,
+    pub last_event_at: Option<Timestamp>,
+    pub n_flagged_units: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainsPage {
+    pub chains: Vec<ChainSummary>,
+    pub next_page_token: Option<PageToken>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeSite {
+    pub site: SiteId,
+    pub role: Role,
+    pub public_key: PublicKey,
+    pub feed_seq: Seq,
+    /// `None` while the site's feed is empty.
+    pub feed_head: Option<EventId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub network: NetworkId,
+    pub anchor_fingerprint: String,
+    pub sites: Vec<NodeSite>,
+    pub version: String,
+    pub n_events: u64,
+}
+
+impl Client {
+    /// Connects with the default [`ClientConfig`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidEndpoint`], [`Error::InvalidToken`], [`Error::Unreachable`].
+    pub async fn connect(endpoint: &str, token: String) -> Result<Client, Error> {
+        Client::connect_with(endpoint, token, ClientConfig::default()).await
+    }
+
+    /// # Errors
+    /// [`Error::InvalidEndpoint`] for an address that is not an `http://` URL,
+    /// [`Error::InvalidToken`], [`Error::Unreachable`] when no connection can be made
+    /// within the connect timeout.
+    pub async fn connect_with(
+        endpoint: &str,
+        token: String,
+        cfg: ClientConfig,
+    ) -> Result<Client, Error> {
+        let auth = BearerAuth::new(&token)?;
+        // No channel-wide timeout: it would also cut long streams (watch, a large export);
+        // each call gets its own in `call`.
+        let target = parse_endpoint(endpoint)?.connect_timeout(cfg.connect_timeout);
+        let channel = target.connect().await.map_err(|e| Error::Unreachable {
+            endpoint: endpoint.to_owned(),
+            reason: error_chain(&e),
+        })?;
+        Ok(Client {
+            rpc: rpc(channel.clone(), auth),
+            channel,
+            endpoint: endpoint.to_owned(),
+            cfg,
+        })
+    }
+
+    /// The same connection acting with another token (another site's).
+    ///
+    /// # Errors
+    /// [`Error::InvalidToken`].
+    pub fn with_token(&self, token: &str) -> Result<Client, Error> {
+        Ok(Client {
+            rpc: rpc(self.channel.clone(), BearerAuth::new(token)?),
+            channel: self.channel.clone(),
+            endpoint: self.endpoint.clone(),
+            cfg: self.cfg.clone(),
+        })
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// A unary request. It carries the deadline (`grpc-timeout`) too, so the node can stop
+    /// working on a call the client has given up on.
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(message);
+        req.set_timeout(self.cfg.call_timeout);
+        req
+    }
+
+    /// A server-streaming request: no `grpc-timeout`, which would bound the whole stream;
+    /// the client bounds opening it (and, for export, each chunk) instead.
+    fn stream_request<T>(&self, message: T) -> tonic::Request<T> {
+        tonic::Request::new(message)
+    }
+
+    fn status(&self, status: &tonic::Status) -> Error {
+        Error::from_status(&self.endpoint, self.cfg.call_timeout, status)
+    }
+
+    fn timeout(&self) -> Error {
+        Error::Timeout {
+            endpoint: self.endpoint.clone(),
+            after: self.cfg.call_timeout,
+        }
+    }
+
+    /// Runs one unary call (or opens a stream) under the call timeout.
+    async fn call<T>(
+        &self,
+        fut: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> Result<T, Error> {
+        match tokio::time::timeout(self.cfg.call_timeout, fut).await {
+            Err(_) => Err(self.timeout()),
+            Ok(Err(status)) => Err(self.status(&status)),
+            Ok(Ok(response)) => Ok(response.into_inner()),
+        }
+    }
+
+    fn backoff(&self) -> ExponentialBuilder {
+        ExponentialBuilder::default()
+            .with_min_delay(self.cfg.backoff_first)
+            .with_max_delay(self.cfg.backoff_max)
+            .with_max_times(self.cfg.append_retries_max)
+            .with_jitter()
+    }
+
+    /// Appends one event. Retries on UNAVAILABLE and DEADLINE_EXCEEDED with the same
+    /// request (so the same request id), at most `append_retries_max` times with
+    /// exponential backoff; the node answers a retry of a stored request with the original
+    /// receipt (`duplicate` set).
+    ///
+    /// # Errors
+    /// [`Error::Rejected`] with the node's code and message for a refused append; the last
+    /// transient error when every attempt failed; [`Error::BadResponse`].
+    pub async fn append(&self, req: pb::AppendRequest) -> Result<AppendReceipt, Error> {
+        (|| async {
+            let mut rpc = self.rpc.clone();
+            let answer = self.call(rpc.append(self.request(req.clone()))).await?;
+            let receipt = answer
+                .receipt
+                .as_ref()
+                .ok_or_else(|| bad_field("receipt", "is missing"))?;
+            receipt_from_wire("receipt", receipt)
+        })
+        .retry(self.backoff())
+        .when(Error::is_transient)
+        .await
+    }
+
+    /// Appends scans buffered while offline, in order; each answered on its own (a refused
+    /// one does not stop the ones after it). Retried like [`Client::append`]: every request
+    /// keeps its request id, so a retry never stores anything twice.
+    ///
+    /// # Errors
+    /// The call's error (the per-request ones are in the list); [`Error::BadResponse`] when
+    /// the node does not answer each request exactly once.
+    pub async fn append_batch(
+        &self,
+        reqs: Vec<pb::AppendRequest>,
+    ) -> Result<Vec<Result<AppendReceipt, Error>>, Error> {
+        let batch = pb::AppendBatchRequest { requests: reqs };
+        let n_requests = batch.requests.len();
+        let answer = (|| async {
+            let mut rpc = self.rpc.clone();
+            self.call(rpc.append_batch(self.request(batch.clone())))
+                .await
+        })
+        .retry(self.backoff())
+        .when(Error::is_transient)
+        .await?;
+        if answer.results.len() != n_requests {
+            return Err(bad_field(
+                "results",
+                format!("{} results for {n_requests} requests", answer.results.len()),
+            ));
+        }
+        answer
+            .results
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let field = format!("results[{i}]");
+                match &r.result {
+                    None => Err(bad_field(field, "has neither receipt nor error")),
+                    Some(pb::append_batch_result::Result::Receipt(receipt)) => {
+                        Ok(receipt_from_wire(&format!("{field}.receipt"), receipt))
+                    }
+                    Some(pb::append_batch_result::Result::Error(e)) => Ok(Err(Error::from_code(
+                        &self.endpoint,
+                        self.cfg.call_timeout,
+                        Code::from(e.code),
+                        &e.message,
+                    ))),
+                }
+            })
+            .collect()
+    }
+
+    /// One page of a chain's events, in causal order; `None` as the token asks for the first.
+    ///
+    /// # Errors
+    /// The call's error; [`Error::BadResponse`] for an event whose signed bytes do not
+    /// decode or do not hash to its event id.
+    pub async fn chain_page(
+        &self,
+        coi: &Coi,
+        page_size: u16,
+        page_token: Option<&PageToken>,
+    ) -> Result<(Vec<Event>, Option<PageToken>), Error> {
+        let mut rpc = self.rpc.clone();
+        let answer = self
+            .call(rpc.get_chain(self.request(pb::GetChainRequest {
+                coi: coi.to_string(),
+                page_size: i32::from(page_size),
+                page_token: page_token.map(|t| t.0.clone()).unwrap_or_default(),
+            })))
+            .await?;
+        let events = answer
+            .events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| event_from_wire(&format!("events[{i}]"), e))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((events, PageToken::new(answer.next_page_token)))
+    }
+
+    /// A chain's events in causal order, every page.
+    ///
+    /// # Errors
+    /// As [`Client::chain_page`]; [`Error::TooLarge`] past [`CHAIN_EVENTS_MAX`] events;
+    /// [`Error::BadResponse`] when the node hands back the token it was given (it would
+    /// never end).
+    pub async fn chain(&self, coi: &Coi) -> Result<Vec<Event>, Error> {
+        let mut events = Vec::new();
+        let mut token: Option<PageToken> = None;
+        loop {
+            let (page, next) = self
+                .chain_page(coi, CHAIN_PAGE_EVENTS, token.as_ref())
+                .await?;
+            events.extend(page);
+            if events.len() > CHAIN_EVENTS_MAX {
+                return Err(Error::TooLarge {
+                    what: "chain events",
+                    n: events.len() as u64,
+                    max: CHAIN_EVENTS_MAX as u64,
+                });
+            }
+            match next {
+                None => return Ok(events),
+                Some(next) if Some(&next) == token.as_ref() => {
+                    return Err(bad_field(
+                        "next_page_token",
+                        "repeats the token of the page it answers",
+                    ))
+                }
+                Some(next) => token = Some(next),
+            }
+        }
+    }
+
+    /// Runs the node's verifier over a chain as the node holds it.
+    ///
+    /// # Errors
+    /// The call's error; [`Error::BadResponse`] for an unset verdict or status.
+    pub async fn verify(&self, coi: &Coi) -> Result<Verification, Error> {
+        let mut rpc = self.rpc.clone();
+        let answer = self
+            .call(rpc.verify_chain(self.request(pb::VerifyChainRequest {
+                coi: coi.to_string(),
+            })))
+            .await?;
+        let verdict = verdict_from_wire(answer.verdict)
+            .ok_or_else(|| bad_field("verdict", format!("{} is not a verdict", answer.verdict)))?;
+        let status = status_from_wire("status", answer.status)
+            .map_err(bad)?
+            .ok_or_else(|| bad_field("status", "is unspecified"))?;
+        let findings = answer
+            .findings
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                Ok(NodeFinding {
+                    code: f.code.clone(),
+                    events: f
+                        .event_ids
+                        .iter()
+                        .enumerate()
+                        .map(|(j, id)| event_id(&format!("findings[{i}].event_ids[{j}]"), id))
+                        .collect::<Result<_, _>>()?,
+                    message: f.message.clone(),
+                    depends_on_missing: f.depends_on_missing,
+                })
+            })
+            .collect::<Result<_, Error>>()?;
+        Ok(Verification {
+            verdict,
+            status,
+            findings,
+            n_events: answer.event_count,
+        })
+    }
+
+    /// Streams a chain's signed bundle into `out`, chunk by chunk, and returns its size.
+    /// Each chunk must arrive within the call timeout. `out` is flushed at the end; on an
+    /// error it holds a partial bundle, which the caller must discard.
+    ///
+    /// # Errors
+    /// The call's error; [`Error::ExportLength`] when the bytes received differ from the
+    /// announced `total_bytes`; [`Error::TooLarge`] past [`EXPORT_BYTES_MAX`];
+    /// [`Error::Write`].
+    pub async fn export(&self, coi: &Coi, mut out: impl AsyncWrite + Unpin) -> Result<u64, Error> {
+        let mut rpc = self.rpc.clone();
+        let mut stream = self
+            .call(
+                rpc.export_chain(self.stream_request(pb::ExportChainRequest {
+                    coi: coi.to_string(),
+                })),
+            )
+            .await?;
+        let mut announced: Option<u64> = None;
+        let mut received: u64 = 0;
+        loop {
+            let chunk = match tokio::time::timeout(self.cfg.call_timeout, stream.message()).await {
+                Err(_) => return Err(self.timeout()),
+                Ok(Err(status)) => return Err(self.status(&status)),
+                Ok(Ok(None)) => break,
+                Ok(Ok(Some(chunk))) => chunk,
+            };
+            let total = *announced.get_or_insert(chunk.total_bytes);
+            if total > EXPORT_BYTES_MAX {
+                return Err(Error::TooLarge {
+                    what: "export bytes",
+                    n: total,
+                    max: EXPORT_BYTES_MAX,
+                });
+            }
+            if chunk.total_bytes != total {
+                return Err(bad_field(
+                    "total_bytes",
+                    format!("changed from {total} to {} mid-stream", chunk.total_bytes),
+                ));
+            }
+            received = received.saturating_add(chunk.chunk.len() as u64);
+            if received > total {
+                return Err(Error::ExportLength {
+                    announced: total,
+                    received,
+                });
+            }
+            out.write_all(&chunk.chunk).await.map_err(Error::Write)?;
+        }
+        let announced = announced.ok_or_else(|| bad_field("chunk", "the node sent none"))?;
+        if received != announced {
+            return Err(Error::ExportLength {
+                announced,
+                received,
+            });
+        }
+        out.flush().await.map_err(Error::Write)?;
+        Ok(received)
+    }
+
+    /// Streams a chain's events after the first `from_position`, then each new one as the
+    /// node stores it. Opening the stream is under the call timeout; waiting for the next
+    /// event is not (a chain can be quiet for days). A gap in positions is an error item: an
+    /// event would otherwise go unseen.
+    ///
+    /// # Errors
+    /// The call's error when the stream cannot be opened; items carry later errors.
+    pub async fn watch(
+        &self,
+        coi: &Coi,
+        from_position: u64,
+    ) -> Result<impl Stream<Item = Result<Watched, Error>> + Send + Unpin + 'static, Error> {
+        let mut rpc = self.rpc.clone();
+        let stream = self
+            .call(rpc.watch_chain(self.stream_request(pb::WatchChainRequest {
+                coi: coi.to_string(),
+                from_position,
+            })))
+            .await?;
+        let endpoint = self.endpoint.clone();
+        let after = self.cfg.call_timeout;
+        let mut position_expected = from_position.saturating_add(1);
+        Ok(stream.map(move |item| {
+            let item = item.map_err(|s| Error::from_status(&endpoint, after, &s))?;
+            if item.position != position_expected {
+                return Err(bad_field(
+                    "position",
+                    format!(
+                        "{} where {position_expected} was next; watch again with --from {}",
+                        item.position,
+                        position_expected - 1
+                    ),
+                ));
+            }
+            position_expected += 1;
+            let event = item
+                .event
+                .as_ref()
+                .ok_or_else(|| bad_field("event", "is missing"))?;
+            Ok(Watched {
+                position: item.position,
+                event: event_from_wire("event", event)?,
+            })
+        }))
+    }
+
+    /// One page of the chains this node holds, optionally only those with `status`.
+    /// `page_size` `None` leaves the size to the node (it caps it at 1000).
+    ///
+    /// # Errors
+    /// The call's error; [`Error::BadResponse`].
+    pub async fn chains(
+        &self,
+        status: Option<Status>,
+        page_size: Option<u16>,
+        page_token: Option<&PageToken>,
+    ) -> Result<ChainsPage, Error> {
+        let mut rpc = self.rpc.clone();
+        let answer = self
+            .call(rpc.list_chains(self.request(pb::ListChainsRequest {
+                status: status.map_or(pb::ChainStatus::Unspecified, status_to_wire) as i32,
+                page_size: page_size.map_or(0, i32::from),
+                page_token: page_token.map(|t| t.0.clone()).unwrap_or_default(),
+            })))
+            .await?;
+        let chains = answer
+            .chains
+            .iter()
+            .enumerate()
+            .map(|(i, c)| summary_from_wire(&format!("chains[{i}]"), c))
+            .collect::<Result<_, _>>()?;
+        Ok(ChainsPage {
+            chains,
+            next_page_token: PageToken::new(answer.next_page_token),
+        })
+    }
+
+    /// Describes the node: network, sites it signs for, feed heads, version.
+    ///
+    /// # Errors
+    /// The call's error; [`Error::BadResponse`].
+    pub async fn node_info(&self) -> Result<NodeInfo, Error> {
+        let mut rpc = self.rpc.clone();
+        let answer = self
+            .call(rpc.get_node_info(self.request(pb::GetNodeInfoRequest {})))
+            .await?;
+        node_info_from_wire(&answer)
+    }
+}
+
+fn rpc(channel: Channel, auth: BearerAuth) -> Rpc {
+    LedgerServiceClient::with_interceptor(channel, auth)
+        .max_decoding_message_size(MESSAGE_BYTES_MAX)
+}
+
+/// Accepts `http://host:port` only: without the `tls` feature an `https` URL could not be
+/// honoured, and a bare `host:port` is refused rather than guessed at.
+fn parse_endpoint(endpoint: &str) -> Result<Endpoint, Error> {
+    let invalid = |reason: &str| Error::InvalidEndpoint {
+        endpoint: endpoint.to_owned(),
+        reason: reason.to_owned(),
+    };
+    if !endpoint.starts_with("http://") {
+        return Err(invalid(if endpoint.starts_with("https://") {
+            "https is not supported by this build; use http:// on a trusted network"
+        } else {
+            "it must start with http://"
+        }));
+    }
+    Endpoint::from_shared(endpoint.to_owned()).map_err(|e| invalid(&error_chain(&e)))
+}
+
+fn event_id(field: &str, text: &str) -> Result<EventId, Error> {
+    EventId::from_hex(text).map_err(|e| bad_field(field, e.to_string()))
+}
+
+fn site_id(field: &str, text: &str) -> Result<SiteId, Error> {
+    SiteId::parse(text).map_err(|e| bad_field(field, e.to_string()))
+}
+
+fn receipt_from_wire(field: &str, r: &pb::AppendReceipt) -> Result<AppendReceipt, Error> {
+    Ok(AppendReceipt {
+        event_id: event_id(&format!("{field}.event_id"), &r.event_id)?,
+        site: site_id(&format!("{field}.site_id"), &r.site_id)?,
+        seq: match r.seq {
+            0 => return Err(bad_field(format!("{field}.seq"), "must be 1 or more")),
+            n => Seq(n),
+        },
+        recorded_at: timestamp_from_wire(
+            &format!("{field}.recorded_time"),
+            r.recorded_time.as_ref(),
+        )
+        .map_err(bad)?,
+        duplicate: r.duplicate,
+    })
+}
+
+/// Decodes the signed bytes (the event itself) and checks that they are the event the
+/// answer names; the other wire fields are a convenience copy and are not trusted.
+fn event_from_wire(field: &str, e: &pb::Event) -> Result<Event, Error> {
+    let claimed = event_id(&format!("{field}.event_id"), &e.event_id)?;
+    let event = Event::from_bytes(&e.signed_bytes)
+        .map_err(|err| bad_field(format!("{field}.signed_bytes"), err.to_string()))?;
+    if event.id() != claimed {
+        return Err(bad_field(
+            format!("{field}.event_id"),
+            format!(
+                "names {} but the signed bytes hash to {}",
+                claimed.short(),
+                event.id().short()
+            ),
+        ));
+    }
+    Ok(event)
+}
+
+fn optional_time(
+    field: &str,
+    t: Option<&prost_types::Timestamp>,
+) -> Result<Option<Timestamp>, Error> {
+    t.map(|t| timestamp_from_wire(field, Some(t)).map_err(bad))
+        .transpose()
+}
+
+fn summary_from_wire(field: &str, c: &pb::ChainSummary) -> Result<ChainSummary, Error> {
+    Ok(ChainSummary {
+        coi: Coi::parse(&c.coi).map_err(|e| bad_field(format!("{field}.coi"), e.to_string()))?,
+        status: status_from_wire(&format!("{field}.status"), c.status)
+            .map_err(bad)?
+            .ok_or_else(|| bad_field(format!("{field}.status"), "is unspecified"))?,
+        custodians: c
+            .custodian_site_ids
+            .iter()
+            .enumerate()
+            .map(|(i, s)| site_id(&format!("{field}.custodian_site_ids[{i}]"), s))
+            .collect::<Result<_, _>>()?,
+        next_stability_deadline: optional_time(
+            &format!("{field}.next_stability_deadline"),
+            c.next_stability_deadline.as_ref(),
+        )?,
+        n_events: c.event_count,
+        n_open_findings: c.open_finding_count,
+        last_event_at: optional_time(
+            &format!("{field}.last_event_time"),
+            c.last_event_time.as_ref(),
+        )?,
+        n_flagged_units: c.flagged_unit_count,
+    })
+}
+
+fn public_key(field: &str, text: &str) -> Result<PublicKey, Error> {
+    let bytes = hex::decode(text).map_err(|e| bad_field(field, e.to_string()))?;
+    let bytes: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| bad_field(field, "must be 32 bytes (64 hex digits)"))?;
+    Ok(PublicKey(bytes))
+}
+
+fn node_info_from_wire(n: &pb::GetNodeInfoResponse) -> Result<NodeInfo, Error> {
+    Ok(NodeInfo {
+        network: NetworkId::parse(&n.network_id)
+            .map_err(|e| bad_field("network_id", e.to_string()))?,
+        anchor_fingerprint: n.anchor_fingerprint.clone(),
+        sites: n
+            .sites
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let field = format!("sites[{i}]");
+                Ok(NodeSite {
+                    site: site_id(&format!("{field}.site_id"), &s.site_id)?,
+                    role: Role::parse(&s.role).ok_or_else(|| {
+                        bad_field(
+                            format!("{field}.role"),
+                            format!("'{}' is not clinic, depot, manufacturer or lab", s.role),
+                        )
+                    })?,
+                    public_key: public_key(&format!("{field}.public_key"), &s.public_key)?,
+                    feed_seq: Seq(s.feed_seq),
+                    feed_head: match s.feed_head_event_id.as_str() {
+                        "" => None,
+                        id => Some(event_id(&format!("{field}.feed_head_event_id"), id)?),
+                    },
+                })
+            })
+            .collect::<Result<_, Error>>()?,
+        version: n.version.clone(),
+        n_events: n.event_count,
+    })
+}
+
+/// Request ids derived from names: `<prefix>-` and 40 hex digits of a SHA-256 over the
+/// length-prefixed parts, so different part lists never collide by concatenation and the
+/// result always satisfies the node's request id rules (at most [`REQUEST_ID_MAX`]
+/// characters of `A-Z a-z 0-9 - _ . :`).
+///
+/// Input to the hash, byte by byte: the tag `ledger.v1.request_id\0`, then for each part its
+/// length in bytes as a u64 big-endian, then its UTF-8 bytes.
+pub fn derive_request_id(prefix: &str, parts: &[&[u8]]) -> String {
+    let mut input = b"ledger.v1.request_id\0".to_vec();
+    for p in parts {
+        input.extend_from_slice(&(p.len() as u64).to_be_bytes());
+        input.extend_from_slice(p);
+    }
+    let digest = ledger_core::crypto::sha256(&input);
+    let id = format!("{prefix}-{}", &hex::encode(digest)[..40]);
+    assert!(
+        id.len() <= REQUEST_ID_MAX,
+        "request id prefix '{prefix}' is too long"
+    );
+    id
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[track_caller]
+    fn check_class(code: Code, transient: bool, rejected: bool) {
+        let e = Error::from_code("http://n", Duration::from_secs(1), code, "why");
+        assert_eq!(e.is_transient(), transient, "{code:?}: {e}");
+        assert_eq!(
+            matches!(e, Error::Rejected { .. }),
+            rejected,
+            "{code:?}: {e}"
+        );
+    }
+
+    #[test]
+    fn status_codes_are_classified() {
+        check_class(Code::Unavailable, true, false);
+        check_class(Code::DeadlineExceeded, true, false);
+        for code in [
+            Code::InvalidArgument,
+            Code::FailedPrecondition,
+            Code::PermissionDenied,
+            Code::Unauthenticated,
+            Code::NotFound,
+            Code::ResourceExhausted,
+        ] {
+            check_class(code, false, true);
+        }
+        for code in [
+            Code::Internal,
+            Code::Unknown,
+            Code::Unimplemented,
+            Code::DataLoss,
+        ] {
+            check_class(code, false, false);
+        }
+    }
+
+    #[test]
+    fn rejection_keeps_code_and_message() {
+        let e = Error::from_status(
+            "http://n",
+            Duration::from_secs(1),
+            &tonic::Status::failed_precondition("clinic-a does not hold BAG-1"),
+        );
+        assert_eq!(
+            e.to_string(),
+            "node refused the call (FAILED_PRECONDITION): clinic-a does not hold BAG-1"
+        );
+    }
+
+    #[test]
+    fn tokens_must_be_header_safe_and_never_show() {
+        assert!(matches!(BearerAuth::new(""), Err(Error::InvalidToken)));
+        assert!(matches!(BearerAuth::new("a b"), Err(Error::InvalidToken)));
+        assert!(matches!(BearerAuth::new("tök"), Err(Error::InvalidToken)));
+        let auth = BearerAuth::new("s3cret").unwrap();
+        assert!(!format!("{auth:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn endpoints_need_http() {
+        for bad in ["127.0.0.1:50051", "https://node:50051", "", "http://"] {
+            assert!(
+                matches!(parse_endpoint(bad), Err(Error::InvalidEndpoint { .. })),
+                "{bad}"
+            );
+        }
+        assert!(parse_endpoint("http://127.0.0.1:50051").is_ok());
+    }
+
+    #[test]
+    fn derived_request_ids_are_stable_valid_and_unambiguous() {
+        let a = derive_request_id("replay", &[b"standard", b"collect"]);
+        expect_test::expect!["replay-125d283db2dae989a88bc0e7515dc08d318d07fd"].assert_eq(&a);
+        assert_ne!(a, derive_request_id("replay", &[b"standar", b"dcollect"]));
+        assert_ne!(a, derive_request_id("replay", &[b"standard", b"pack"]));
+    }
+
+    #[test]
+    fn receipts_are_checked() {
+        let good = pb::AppendReceipt {
+            event_id: "ab".repeat(32),
+            site_id: "clinic-a".into(),
+            seq: 3,
+            recorded_time: Some(prost_types::Timestamp {
+                seconds: 1,
+                nanos: 0,
+            }),
+            duplicate: true,
+        };
+        let r = receipt_from_wire("receipt", &good).unwrap();
+        assert_eq!(
+            (r.seq, r.recorded_at, r.duplicate),
+            (Seq(3), Timestamp(1000), true)
+        );
+        let mut short = good.clone();
+        short.event_id = "ab".repeat(31);
+        let e = receipt_from_wire("receipt", &short).unwrap_err();
+        assert!(e.to_string().contains("receipt.event_id"), "{e}");
+        let mut no_time = good;
+        no_time.recorded_time = None;
+        let e = receipt_from_wire("receipt", &no_time).unwrap_err();
+        assert!(e.to_string().contains("receipt.recorded_time"), "{e}");
+    }
+}
