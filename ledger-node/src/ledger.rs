@@ -35,6 +35,8 @@ pub enum AppendError {
     Refused { findings: Vec<Finding> },
     #[error("the event would be {n_bytes} bytes, more than the limit of {max}")]
     TooLarge { n_bytes: usize, max: usize },
+    #[error("occurred_time {occurred} is after this node's clock ({recorded}) by more than the clock tolerance: a scan cannot be recorded before it happens; check the scanner's clock")]
+    ScanInFuture { occurred: Timestamp, recorded: Timestamp },
     #[error("the same request id is still being written; retry in a moment")]
     InFlight,
     #[error("too many appends are waiting for the disk ({depth} queued); retry with backoff")]
@@ -309,6 +311,10 @@ impl Ledger {
         }
         // A feed's recorded times never go backwards, whatever the wall clock does.
         let recorded_at = now.max(feed.last_recorded);
+        // The verifier would report it as the clock going backwards; refuse it instead.
+        if draft.occurred_at > recorded_at.plus(self.policy.clock_tolerance) {
+            return Err(AppendError::ScanInFuture { occurred: draft.occurred_at, recorded: recorded_at });
+        }
         let parents: Vec<EventId> = self
             .chains
             .get(&draft.coi)

@@ -12,6 +12,7 @@ pub fn append_error(e: &AppendError) -> Status {
         AppendError::NotLocalSite { .. }
         | AppendError::NoCollection { .. }
         | AppendError::Refused { .. } => Code::FailedPrecondition,
+        AppendError::ScanInFuture { .. } => Code::InvalidArgument,
         AppendError::TooLarge { .. } | AppendError::QueueFull { .. } => Code::ResourceExhausted,
         AppendError::InFlight | AppendError::Stopped | AppendError::CommitFailed { .. } => {
             Code::Unavailable
