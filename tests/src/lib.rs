@@ -44,9 +44,12 @@ pub struct Node {
 impl Node {
     /// Starts `ledger-node run` on a free port with `data_dir`; `extra` adds flags.
     pub fn start(data_dir: &Path, extra: &[&str]) -> anyhow::Result<Node> {
-        let mut child = Command::new(bin("ledger-node")?)
-            .arg("run")
-            .arg("--no-metrics")
+        let mut cmd = Command::new(bin("ledger-node")?);
+        cmd.arg("run");
+        if !extra.contains(&"--metrics-listen") {
+            cmd.arg("--no-metrics");
+        }
+        let mut child = cmd
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--listen", "127.0.0.1:0"])
