@@ -237,6 +237,9 @@ pub struct ClientConfig {
     pub append_retries_max: usize,
     pub backoff_first: Duration,
     pub backoff_max: Duration,
+    /// PEM certificate of the CA that signed the node's TLS certificate; needed for an
+    /// `https://` endpoint (the node is identified by the URL's host name).
+    pub ca_certificate: Option<Vec<u8>>,
 }
 
 impl Default for ClientConfig {
@@ -247,6 +250,7 @@ impl Default for ClientConfig {
             append_retries_max: APPEND_RETRIES_MAX_DEFAULT,
             backoff_first: BACKOFF_FIRST_DEFAULT,
             backoff_max: BACKOFF_MAX_DEFAULT,
+            ca_certificate: None,
         }
     }
 }
@@ -418,7 +422,8 @@ impl Client {
         let auth = BearerAuth::new(&token)?;
         // No channel-wide timeout: it would also cut long streams (watch, a large export);
         // each call gets its own in `call`.
-        let target = parse_endpoint(endpoint)?.connect_timeout(cfg.connect_timeout);
+        let target = parse_endpoint(endpoint, cfg.ca_certificate.as_deref())?
+            .connect_timeout(cfg.connect_timeout);
         let channel = target.connect().await.map_err(|e| Error::Unreachable {
             endpoint: endpoint.to_owned(),
             reason: error_chain(&e),
@@ -824,21 +829,29 @@ fn rpc(channel: Channel, auth: BearerAuth) -> Rpc {
         .max_decoding_message_size(MESSAGE_BYTES_MAX)
 }
 
-/// Accepts `http://host:port` only: without the `tls` feature an `https` URL could not be
-/// honoured, and a bare `host:port` is refused rather than guessed at.
-fn parse_endpoint(endpoint: &str) -> Result<Endpoint, Error> {
+/// Accepts `http://host:port`, or `https://host:port` with the CA certificate that signed
+/// the node's certificate (the host name is checked against it). A bare `host:port` is
+/// refused rather than guessed at.
+fn parse_endpoint(endpoint: &str, ca_certificate: Option<&[u8]>) -> Result<Endpoint, Error> {
     let invalid = |reason: &str| Error::InvalidEndpoint {
         endpoint: endpoint.to_owned(),
         reason: reason.to_owned(),
     };
-    if !endpoint.starts_with("http://") {
-        return Err(invalid(if endpoint.starts_with("https://") {
-            "https is not supported by this build; use http:// on a trusted network"
-        } else {
-            "it must start with http://"
-        }));
+    let https = endpoint.starts_with("https://");
+    if !https && !endpoint.starts_with("http://") {
+        return Err(invalid("it must start with http:// or https://"));
     }
-    Endpoint::from_shared(endpoint.to_owned()).map_err(|e| invalid(&error_chain(&e)))
+    let target =
+        Endpoint::from_shared(endpoint.to_owned()).map_err(|e| invalid(&error_chain(&e)))?;
+    if !https {
+        return Ok(target);
+    }
+    let ca = ca_certificate.ok_or_else(|| invalid("https needs the CA certificate that signed the node's certificate (--ca-file or LEDGER_CA_FILE)"))?;
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(ca));
+    target
+        .tls_config(tls)
+        .map_err(|e| invalid(&error_chain(&e)))
 }
 
 fn event_id(field: &str, text: &str) -> Result<EventId, Error> {
@@ -1047,11 +1060,14 @@ mod tests {
     fn endpoints_need_http() {
         for bad in ["127.0.0.1:50051", "https://node:50051", "", "http://"] {
             assert!(
-                matches!(parse_endpoint(bad), Err(Error::InvalidEndpoint { .. })),
+                matches!(
+                    parse_endpoint(bad, None),
+                    Err(Error::InvalidEndpoint { .. })
+                ),
                 "{bad}"
             );
         }
-        assert!(parse_endpoint("http://127.0.0.1:50051").is_ok());
+        assert!(parse_endpoint("http://127.0.0.1:50051", None).is_ok());
     }
 
     #[test]

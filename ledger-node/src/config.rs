@@ -53,6 +53,10 @@ pub struct Config {
     pub sites: Vec<String>,
     /// Logs as JSON lines instead of text.
     pub log_json: bool,
+    /// Serve gRPC over TLS with this certificate chain (PEM); needs `tls_key_file`.
+    pub tls_cert_file: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    pub tls_key_file: Option<PathBuf>,
     /// The index's cache; bounds the node's memory.
     pub sled_cache_mib: u64,
     /// How far a recorded time may go backwards before the verifier reports it.
@@ -70,6 +74,8 @@ impl Default for Config {
             dev_network_id: "dev-net".to_owned(),
             sites: Vec::new(),
             log_json: false,
+            tls_cert_file: None,
+            tls_key_file: None,
             sled_cache_mib: 32,
             clock_tolerance_ms: 5 * 60_000,
             limits: Limits::default(),
@@ -152,6 +158,12 @@ impl Config {
             field: "dev_network_id",
             reason: e.to_string(),
         })?;
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            return invalid(
+                "tls_cert_file",
+                "TLS needs both tls_cert_file and tls_key_file",
+            );
+        }
         if Some(self.listen) == self.metrics_listen {
             return invalid("metrics_listen", "must differ from listen");
         }

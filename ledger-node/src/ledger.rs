@@ -36,7 +36,10 @@ pub enum AppendError {
     #[error("the event would be {n_bytes} bytes, more than the limit of {max}")]
     TooLarge { n_bytes: usize, max: usize },
     #[error("occurred_time {occurred} is after this node's clock ({recorded}) by more than the clock tolerance: a scan cannot be recorded before it happens; check the scanner's clock")]
-    ScanInFuture { occurred: Timestamp, recorded: Timestamp },
+    ScanInFuture {
+        occurred: Timestamp,
+        recorded: Timestamp,
+    },
     #[error("the same request id is still being written; retry in a moment")]
     InFlight,
     #[error("too many appends are waiting for the disk ({depth} queued); retry with backoff")]
@@ -313,7 +316,10 @@ impl Ledger {
         let recorded_at = now.max(feed.last_recorded);
         // The verifier would report it as the clock going backwards; refuse it instead.
         if draft.occurred_at > recorded_at.plus(self.policy.clock_tolerance) {
-            return Err(AppendError::ScanInFuture { occurred: draft.occurred_at, recorded: recorded_at });
+            return Err(AppendError::ScanInFuture {
+                occurred: draft.occurred_at,
+                recorded: recorded_at,
+            });
         }
         let parents: Vec<EventId> = self
             .chains

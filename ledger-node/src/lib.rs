@@ -137,7 +137,21 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         .with_context(|| format!("listening on {}", cfg.listen))?;
     let local = listener.local_addr()?;
     tracing::info!(addr = %local, network = %network.id, sites = network.local_sites.len(), "ledger node listening on {local}");
-    tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let (Some(cert), Some(key)) = (&cfg.tls_cert_file, &cfg.tls_key_file) {
+        let cert_pem = std::fs::read(cert)
+            .with_context(|| format!("reading the TLS certificate {}", cert.display()))?;
+        let key_pem =
+            std::fs::read(key).with_context(|| format!("reading the TLS key {}", key.display()))?;
+        server = server
+            .tls_config(
+                tonic::transport::ServerTlsConfig::new()
+                    .identity(tonic::transport::Identity::from_pem(cert_pem, key_pem)),
+            )
+            .context("configuring TLS")?;
+        tracing::info!(cert = %cert.display(), "serving gRPC over TLS");
+    }
+    server
         .layer(tower::util::MapResponseLayer::new(
             grpc::status::remap_size_errors,
         ))

@@ -46,6 +46,14 @@ struct Flags {
     #[arg(long = "site", global = true)]
     #[serde(skip_serializing_if = "Vec::is_empty")]
     sites: Vec<String>,
+    /// Serve over TLS with this certificate chain (PEM); needs --tls-key-file.
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_cert_file: Option<PathBuf>,
+    /// The TLS certificate's private key (PEM).
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_key_file: Option<PathBuf>,
     /// Log JSON lines.
     #[arg(long, global = true)]
     #[serde(skip_serializing_if = "std::ops::Not::not")]

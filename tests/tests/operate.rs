@@ -221,3 +221,59 @@ async fn metrics_count_appends() {
     );
     assert!(body.contains("ledger_commit_group_events"), "{body}");
 }
+
+/// With a certificate configured the node speaks only TLS: our client connects over
+/// https with the CA certificate and is answered; a plaintext connection is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_serves_verified_clients_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("certificate");
+    let cert_file = dir.path().join("node.crt");
+    let key_file = dir.path().join("node.key");
+    std::fs::write(&cert_file, key.cert.pem()).expect("write cert");
+    std::fs::write(&key_file, key.signing_key.serialize_pem()).expect("write key");
+    let data = dir.path().join("data");
+    let node = Node::start(
+        &data,
+        &[
+            "--tls-cert-file",
+            cert_file.to_str().expect("utf8"),
+            "--tls-key-file",
+            key_file.to_str().expect("utf8"),
+        ],
+    )
+    .expect("node");
+    let port = node.addr.rsplit(':').next().expect("port").to_owned();
+    let token = node.token("auditor").expect("token");
+    let cfg = ledger_client::client::ClientConfig {
+        ca_certificate: Some(key.cert.pem().into_bytes()),
+        ..Default::default()
+    };
+    let client = ledger_client::client::Client::connect_with(
+        &format!("https://localhost:{port}"),
+        token.clone(),
+        cfg,
+    )
+    .await
+    .expect("TLS connection");
+    let info = client.node_info().await.expect("node info over TLS");
+    assert_eq!(info.sites.len(), 6);
+    // Plaintext against a TLS port gets no answer.
+    let plain = ledger_client::client::Client::connect(&node.addr, token).await;
+    let answered = match plain {
+        Ok(c) => c.node_info().await.is_ok(),
+        Err(_) => false,
+    };
+    assert!(!answered, "a plaintext client was answered by a TLS node");
+    // Without the CA certificate an https endpoint is refused up front, with a reason.
+    let Err(e) = ledger_client::client::Client::connect(
+        &format!("https://localhost:{port}"),
+        "x".repeat(64),
+    )
+    .await
+    else {
+        panic!("an https endpoint without a CA certificate was accepted");
+    };
+    assert!(e.to_string().contains("CA certificate"), "{e}");
+}

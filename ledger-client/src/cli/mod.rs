@@ -43,6 +43,9 @@ struct NodeArgs {
     /// Seconds each call may take.
     #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     timeout: u64,
+    /// PEM file of the CA that signed the node's TLS certificate (for an https:// node).
+    #[arg(long, env = "LEDGER_CA_FILE", value_name = "FILE")]
+    ca_file: Option<PathBuf>,
 }
 
 /// The bearer token this command acts with.
@@ -455,6 +458,7 @@ mod tests {
                     node: NodeArgs {
                         node: "http://10.0.0.7:50051",
                         timeout: 30,
+                        ca_file: None,
                     },
                     token: TokenArgs {
                         token_file: Some(
@@ -468,58 +472,61 @@ mod tests {
         check(
             "watch CHA999926ABC123 --from 12",
             expect![[r#"
-            Watch {
-                coi: Coi("CHA999926ABC123"),
-                from: 12,
-                node: NodeArgs {
-                    node: "http://127.0.0.1:50051",
-                    timeout: 30,
-                },
-                token: TokenArgs {
-                    token_file: None,
-                    token: None,
-                },
-                output: Text,
-            }"#]],
+                Watch {
+                    coi: Coi("CHA999926ABC123"),
+                    from: 12,
+                    node: NodeArgs {
+                        node: "http://127.0.0.1:50051",
+                        timeout: 30,
+                        ca_file: None,
+                    },
+                    token: TokenArgs {
+                        token_file: None,
+                        token: None,
+                    },
+                    output: Text,
+                }"#]],
         );
         check(
             "chains --status awaiting_qc --page-size 50",
             expect![[r#"
-            Chains {
-                status: Some(
-                    AwaitingQc,
-                ),
-                page_size: Some(
-                    50,
-                ),
-                page_token: None,
-                node: NodeArgs {
-                    node: "http://127.0.0.1:50051",
-                    timeout: 30,
-                },
-                token: TokenArgs {
-                    token_file: None,
-                    token: None,
-                },
-                output: Text,
-            }"#]],
+                Chains {
+                    status: Some(
+                        AwaitingQc,
+                    ),
+                    page_size: Some(
+                        50,
+                    ),
+                    page_token: None,
+                    node: NodeArgs {
+                        node: "http://127.0.0.1:50051",
+                        timeout: 30,
+                        ca_file: None,
+                    },
+                    token: TokenArgs {
+                        token_file: None,
+                        token: None,
+                    },
+                    output: Text,
+                }"#]],
         );
         check(
             "export CHA999926ABC123 --out b.bundle",
             expect![[r#"
-            Export {
-                coi: Coi("CHA999926ABC123"),
-                out: "b.bundle",
-                node: NodeArgs {
-                    node: "http://127.0.0.1:50051",
-                    timeout: 30,
-                },
-                token: TokenArgs {
-                    token_file: None,
-                    token: None,
-                },
-                output: Text,
-            }"#]],
+                Export {
+                    coi: Coi("CHA999926ABC123"),
+                    out: "b.bundle",
+                    node: NodeArgs {
+                        node: "http://127.0.0.1:50051",
+                        timeout: 30,
+                        ca_file: None,
+                    },
+                    token: TokenArgs {
+                        token_file: None,
+                        token: None,
+                    },
+                    output: Text,
+                }"#]],
         );
         check(
             "replay journey.toml --tokens tokens/",
@@ -531,6 +538,7 @@ mod tests {
                     node: NodeArgs {
                         node: "http://127.0.0.1:50051",
                         timeout: 30,
+                        ca_file: None,
                     },
                     output: Text,
                 }"#]],
@@ -538,33 +546,35 @@ mod tests {
         check(
             "node-info",
             expect![[r#"
-            NodeInfo {
-                node: NodeArgs {
-                    node: "http://127.0.0.1:50051",
-                    timeout: 30,
-                },
-                token: TokenArgs {
-                    token_file: None,
-                    token: None,
-                },
-                output: Text,
-            }"#]],
+                NodeInfo {
+                    node: NodeArgs {
+                        node: "http://127.0.0.1:50051",
+                        timeout: 30,
+                        ca_file: None,
+                    },
+                    token: TokenArgs {
+                        token_file: None,
+                        token: None,
+                    },
+                    output: Text,
+                }"#]],
         );
         check(
             "append step.toml --timeout 5",
             expect![[r#"
-            Append {
-                step: "step.toml",
-                node: NodeArgs {
-                    node: "http://127.0.0.1:50051",
-                    timeout: 5,
-                },
-                token: TokenArgs {
-                    token_file: None,
-                    token: None,
-                },
-                output: Text,
-            }"#]],
+                Append {
+                    step: "step.toml",
+                    node: NodeArgs {
+                        node: "http://127.0.0.1:50051",
+                        timeout: 5,
+                        ca_file: None,
+                    },
+                    token: TokenArgs {
+                        token_file: None,
+                        token: None,
+                    },
+                    output: Text,
+                }"#]],
         );
     }
 

@@ -26,11 +26,19 @@ pub(super) fn block_on(
         .block_on(command)
 }
 
-fn config(node: &NodeArgs) -> ClientConfig {
-    ClientConfig {
+fn config(node: &NodeArgs) -> Result<ClientConfig, CliError> {
+    let ca_certificate = match &node.ca_file {
+        None => None,
+        Some(path) => Some(std::fs::read(path).map_err(|e| CliError::Unreadable {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?),
+    };
+    Ok(ClientConfig {
         call_timeout: Duration::from_secs(node.timeout),
+        ca_certificate,
         ..ClientConfig::default()
-    }
+    })
 }
 
 /// The token: `--token-file` (its content, surrounding white space ignored) wins over
@@ -58,7 +66,7 @@ fn read_token(path: &Path) -> Result<String, CliError> {
 
 async fn connect(node: &NodeArgs, token: &TokenArgs) -> Result<Client, CliError> {
     let token = self::token(token)?;
-    Ok(Client::connect_with(&node.node, token, config(node)).await?)
+    Ok(Client::connect_with(&node.node, token, config(node)?).await?)
 }
 
 fn print_json(doc: impl std::fmt::Display) {
@@ -298,7 +306,7 @@ pub(super) async fn replay(
     let first_site = site_tokens.iter().next().ok_or_else(|| {
         CliError::Usage(format!("{}: the journey has no steps", journey.display()))
     })?;
-    let client = Client::connect_with(&node.node, first_site.1.clone(), config(node)).await?;
+    let client = Client::connect_with(&node.node, first_site.1.clone(), config(node)?).await?;
     let mut clients = BTreeMap::new();
     for (site, token) in &site_tokens {
         clients.insert(site.clone(), client.with_token(token)?);
