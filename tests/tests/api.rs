@@ -230,8 +230,17 @@ async fn bad_input_gets_precise_status_and_writes_nothing() {
     );
 
     // A scan from the future (the scanner's clock is wrong).
-    let r = req("n-11", "clinic-a", T0 + 10 * 365 * 86_400, pb::event_body::Kind::Note(pb::Note { text: "x".into() }));
-    check(api.append(Some(&clinic), r).await, Code::InvalidArgument, "cannot be recorded before it happens");
+    let r = req(
+        "n-11",
+        "clinic-a",
+        T0 + 10 * 365 * 86_400,
+        pb::event_body::Kind::Note(pb::Note { text: "x".into() }),
+    );
+    check(
+        api.append(Some(&clinic), r).await,
+        Code::InvalidArgument,
+        "cannot be recorded before it happens",
+    );
 
     // Oversized request message.
     let r = req(
