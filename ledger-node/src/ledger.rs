@@ -23,6 +23,8 @@ use ledger_core::{
 };
 use proto::convert::AppendDraft;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// Why an append was refused. Mapped to a gRPC status once, in `grpc::status`.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +79,9 @@ pub struct Prepared {
     pub receipt: Receipt,
     pub coi: Coi,
     pub position: u64,
+    /// Set by the committer once the event's group is fdatasynced; until then a retry of
+    /// its request id must not be answered.
+    pub durable: Arc<AtomicBool>,
 }
 
 #[derive(Debug)]
@@ -179,7 +184,7 @@ pub struct Ledger {
     feeds: BTreeMap<SiteId, Feed>,
     chains: HashMap<Coi, Chain>,
     /// Appends in flight: (site, request id) -> receipt, until committed.
-    in_flight: HashMap<(SiteId, String), Receipt>,
+    in_flight: HashMap<(SiteId, String), (Receipt, Arc<AtomicBool>)>,
     n_events: u64,
 }
 
@@ -237,6 +242,7 @@ impl Ledger {
         self.chains.get(coi)
     }
 
+    /// Events committed and visible to readers.
     pub fn n_events(&self) -> u64 {
         self.n_events
     }
@@ -287,8 +293,15 @@ impl Ledger {
         store: &Store,
     ) -> Result<Outcome, AppendError> {
         let key = (draft.site.clone(), draft.request_id.clone());
-        if self.in_flight.contains_key(&key) {
-            // Answering before the original is durable would break "answer only once durable".
+        if let Some((receipt, durable)) = self.in_flight.get(&key) {
+            // Durable but not yet indexed: the original receipt is a true answer. Before the
+            // sync it is not (an answer must never precede durability).
+            if durable.load(Ordering::Acquire) {
+                return Ok(Outcome::Duplicate(Receipt {
+                    duplicate: true,
+                    ..receipt.clone()
+                }));
+            }
             return Err(AppendError::InFlight);
         }
         if let Some(id) = store.request(&draft.site, &draft.request_id)? {
@@ -339,14 +352,14 @@ impl Ledger {
             signer: draft.signer,
             body: draft.body,
         };
-        let n_bytes = unsigned.to_bytes().len() + 2 + 2 + 64;
-        if n_bytes > ledger_core::event::EVENT_BYTES_MAX {
+        let event = unsigned.sign(&feed.key);
+        // Request limits keep events far below this; the check guards the log's framing.
+        if event.bytes().len() > ledger_core::event::EVENT_BYTES_MAX {
             return Err(AppendError::TooLarge {
-                n_bytes,
+                n_bytes: event.bytes().len(),
                 max: ledger_core::event::EVENT_BYTES_MAX,
             });
         }
-        let event = unsigned.sign(&feed.key);
         let role = self.roles.get(&draft.site).copied();
         let chain = self
             .chains
@@ -373,7 +386,6 @@ impl Ledger {
         feed.seq += 1;
         feed.head = Some(event.id());
         feed.last_recorded = recorded_at;
-        self.n_events += 1;
         let receipt = Receipt {
             event_id: event.id(),
             site: draft.site.clone(),
@@ -381,7 +393,9 @@ impl Ledger {
             recorded_at,
             duplicate: false,
         };
-        self.in_flight.insert(key, receipt.clone());
+        let durable = Arc::new(AtomicBool::new(false));
+        self.in_flight
+            .insert(key, (receipt.clone(), durable.clone()));
         Ok(Outcome::New(Box::new(Prepared {
             record: Record {
                 event,
@@ -390,11 +404,13 @@ impl Ledger {
             receipt,
             coi: draft.coi,
             position,
+            durable,
         })))
     }
 
     /// Marks committed appends visible and forgets their in-flight request ids.
     pub fn committed(&mut self, done: &[(Coi, u64, SiteId, Option<String>)]) {
+        self.n_events += done.len() as u64;
         for (coi, position, site, request_id) in done {
             if let Some(chain) = self.chains.get_mut(coi) {
                 chain.committed = chain.committed.max(*position);

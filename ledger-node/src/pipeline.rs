@@ -4,9 +4,13 @@
 //! lock, queued to the committer, so the queue's order is the order events were sequenced
 //! (a site's seq n is always written before seq n+1). The committer is one thread: it takes
 //! every job waiting (up to the group limit), writes them to the log under one fdatasync,
-//! indexes them, and only then answers all of them (group commit). A slot in the bounded
+//! and then answers all of them (group commit): the log is the durability point. An
+//! indexer thread then indexes each group in write order and only after that makes it
+//! visible (readers' committed marks, the retry check's request ids, watchers), so the
+//! next group's write and sync overlap the previous group's index. A slot in the bounded
 //! queue is reserved before deciding, so a full queue refuses an append before any state
-//! changes.
+//! changes. An `AppendBatch` is decided in chunks, each queued under the lock, so a long
+//! batch never holds the lock for long.
 //!
 //! If the disk fails, the in-memory state is ahead of the log: the node answers every
 //! waiting and later append with an error, stops, and rebuilds from the log on restart.
@@ -52,6 +56,11 @@ struct Job {
 /// The append path and the shared state behind the gRPC service.
 #[derive(Clone)]
 pub struct Pipeline {
+    /// Groups made durable (incremented before their appends are answered) and groups
+    /// indexed and visible: a read waits until the second reaches the first as it was when
+    /// the read began, so an answered append is always visible to a later read.
+    durable_groups: Arc<std::sync::atomic::AtomicU64>,
+    indexed_groups: tokio::sync::watch::Receiver<u64>,
     ledger: Arc<Mutex<Ledger>>,
     store: Arc<Store>,
     jobs: mpsc::Sender<Job>,
@@ -91,14 +100,31 @@ impl Pipeline {
         let (tx, rx) = mpsc::channel(queue_depth);
         let (committed, _) = broadcast::channel(WATCH_BROADCAST_CAPACITY);
         let stopped = Arc::new(AtomicBool::new(false));
-        let committer = Committer {
-            rx,
+        let durable_groups = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (indexed_tx, indexed_groups) = tokio::sync::watch::channel(0u64);
+        let (index_tx, index_rx) = std::sync::mpsc::sync_channel::<Durable>(INDEX_QUEUE_GROUPS);
+        let indexer = Indexer {
+            rx: index_rx,
             store: store.clone(),
             ledger: ledger.clone(),
             committed: committed.clone(),
             stopped: stopped.clone(),
+            shutdown: shutdown.clone(),
+            indexed_groups: indexed_tx,
+        };
+        let indexer = std::thread::Builder::new()
+            .name("indexer".into())
+            .spawn(move || indexer.run())
+            .expect("spawning the indexer thread");
+        let committer = Committer {
+            rx,
+            store: store.clone(),
+            stopped: stopped.clone(),
             group_max,
             shutdown,
+            durable_groups: durable_groups.clone(),
+            index_tx: Some(index_tx),
+            indexer: Some(indexer),
         };
         let handle = std::thread::Builder::new()
             .name("committer".into())
@@ -106,6 +132,8 @@ impl Pipeline {
             .expect("spawning the committer thread");
         (
             Pipeline {
+                durable_groups,
+                indexed_groups,
                 ledger,
                 store,
                 jobs: tx,
@@ -130,83 +158,158 @@ impl Pipeline {
         &self.store
     }
 
+    /// Waits until every group durable now is visible to readers (normally well under a
+    /// millisecond: one index batch). Call before reading.
+    ///
+    /// # Errors
+    /// When the node stopped after a storage failure, or the index does not catch up
+    /// within [`CATCH_UP_DEADLINE`].
+    pub async fn caught_up(&self) -> Result<(), AppendError> {
+        let target = self.durable_groups.load(Ordering::Acquire);
+        let mut rx = self.indexed_groups.clone();
+        let caught_up = tokio::time::timeout(CATCH_UP_DEADLINE, rx.wait_for(|v| *v >= target))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        if caught_up {
+            Ok(())
+        } else {
+            Err(AppendError::Stopped)
+        }
+    }
+
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Committed>> {
         self.committed.subscribe()
     }
 
     /// Appends drafts in order; each gets its own answer, once durable.
     pub async fn append(&self, drafts: Vec<AppendDraft>) -> Vec<Result<Receipt, AppendError>> {
+        let mut out = Vec::with_capacity(drafts.len());
+        let mut drafts = drafts.into_iter().peekable();
+        let mut pending = Vec::new();
+        while drafts.peek().is_some() {
+            let chunk: Vec<AppendDraft> = drafts.by_ref().take(PREPARE_CHUNK).collect();
+            let (results, answer) = self.prepare_chunk(chunk);
+            pending.push((results, answer));
+        }
+        for (results, answer) in pending {
+            out.extend(Self::finish(results, answer).await);
+        }
+        out
+    }
+
+    /// Decides one chunk under the lock and queues it; returns the decisions and, if any
+    /// event was queued, the channel its durability answer arrives on.
+    #[allow(clippy::type_complexity)]
+    fn prepare_chunk(
+        &self,
+        drafts: Vec<AppendDraft>,
+    ) -> (
+        Vec<Result<Option<Receipt>, AppendError>>,
+        Option<oneshot::Receiver<Result<(), String>>>,
+    ) {
         let n = drafts.len();
         if self.stopped.load(Ordering::Acquire) {
-            return (0..n).map(|_| Err(AppendError::Stopped)).collect();
+            return ((0..n).map(|_| Err(AppendError::Stopped)).collect(), None);
         }
         let permit = match self.jobs.try_reserve() {
             Ok(p) => p,
             Err(mpsc::error::TrySendError::Full(())) => {
-                return (0..n)
-                    .map(|_| {
-                        Err(AppendError::QueueFull {
-                            depth: self.queue_depth,
+                return (
+                    (0..n)
+                        .map(|_| {
+                            Err(AppendError::QueueFull {
+                                depth: self.queue_depth,
+                            })
                         })
-                    })
-                    .collect()
+                        .collect(),
+                    None,
+                )
             }
             Err(mpsc::error::TrySendError::Closed(())) => {
-                return (0..n).map(|_| Err(AppendError::Stopped)).collect()
+                return ((0..n).map(|_| Err(AppendError::Stopped)).collect(), None)
             }
         };
         let now = now();
-        let mut results: Vec<Option<Result<Receipt, AppendError>>> = Vec::with_capacity(n);
+        let mut results = Vec::with_capacity(n);
         let mut prepared = Vec::new();
-        let mut slots = Vec::new();
         let (reply, answer) = oneshot::channel();
-        {
-            let mut ledger = self.ledger();
-            for draft in drafts {
-                match ledger.prepare(draft, now, &self.store) {
-                    Ok(Outcome::New(p)) => {
-                        slots.push((results.len(), p.receipt.clone()));
-                        results.push(None);
-                        prepared.push(*p);
-                    }
-                    Ok(Outcome::Duplicate(r)) => results.push(Some(Ok(r))),
-                    Err(e) => results.push(Some(Err(e))),
+        let mut ledger = self.ledger();
+        for draft in drafts {
+            match ledger.prepare(draft, now, &self.store) {
+                Ok(Outcome::New(p)) => {
+                    // A fresh receipt (duplicate = false) is answered once its group is durable.
+                    results.push(Ok(Some(p.receipt.clone())));
+                    prepared.push(*p);
                 }
-            }
-            if prepared.is_empty() {
-                drop(permit);
-            } else {
-                // Sent under the lock: queue order is sequencing order.
-                permit.send(Job { prepared, reply });
+                Ok(Outcome::Duplicate(r)) => results.push(Ok(Some(r))),
+                Err(e) => results.push(Err(e)),
             }
         }
-        if !slots.is_empty() {
-            let outcome = answer
+        if prepared.is_empty() {
+            drop(ledger);
+            drop(permit);
+            return (results, None);
+        }
+        // Sent under the lock: queue order is sequencing order.
+        permit.send(Job { prepared, reply });
+        drop(ledger);
+        (results, Some(answer))
+    }
+
+    async fn finish(
+        results: Vec<Result<Option<Receipt>, AppendError>>,
+        answer: Option<oneshot::Receiver<Result<(), String>>>,
+    ) -> Vec<Result<Receipt, AppendError>> {
+        let outcome = match answer {
+            None => Ok(()),
+            Some(a) => a
                 .await
-                .unwrap_or_else(|_| Err("the committer stopped".into()));
-            for (i, receipt) in slots {
-                results[i] = Some(match &outcome {
-                    Ok(()) => Ok(receipt),
-                    Err(e) => Err(AppendError::CommitFailed { reason: e.clone() }),
-                });
-            }
-        }
+                .unwrap_or_else(|_| Err("the committer stopped".into())),
+        };
         results
             .into_iter()
-            .map(|r| r.unwrap_or(Err(AppendError::Stopped)))
+            .map(|r| match r {
+                Ok(Some(receipt)) if !receipt.duplicate => match &outcome {
+                    Ok(()) => Ok(receipt),
+                    Err(e) => Err(AppendError::CommitFailed { reason: e.clone() }),
+                },
+                Ok(Some(receipt)) => Ok(receipt),
+                Ok(None) => Err(AppendError::Stopped),
+                Err(e) => Err(e),
+            })
             .collect()
     }
 }
 
+/// How long a read waits for the index to catch up with durable appends.
+pub const CATCH_UP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Drafts decided under one hold of the ledger lock (an `AppendBatch` is split into chunks
+/// of this size so appends from other clients interleave).
+pub const PREPARE_CHUNK: usize = 32;
+
 struct Committer {
     rx: mpsc::Receiver<Job>,
     store: Arc<Store>,
-    ledger: Arc<Mutex<Ledger>>,
-    committed: broadcast::Sender<Arc<Committed>>,
     stopped: Arc<AtomicBool>,
     group_max: usize,
     shutdown: CancellationToken,
+    durable_groups: Arc<std::sync::atomic::AtomicU64>,
+    /// Dropped when the committer ends, which ends the indexer after its last group.
+    index_tx: Option<std::sync::mpsc::SyncSender<Durable>>,
+    indexer: Option<std::thread::JoinHandle<()>>,
 }
+
+/// A durable group on its way to the index.
+struct Durable {
+    records: Vec<Record>,
+    meta: Vec<(Coi, u64, ledger_core::SiteId, Option<String>)>,
+    written: crate::store::Written,
+}
+
+/// Groups written but not yet indexed; the committer waits when the indexer is this far
+/// behind.
+const INDEX_QUEUE_GROUPS: usize = 64;
 
 impl Committer {
     fn run(mut self) {
@@ -233,6 +336,7 @@ impl Committer {
             let mut records: Vec<Record> = Vec::with_capacity(n);
             let mut meta = Vec::with_capacity(n);
             let mut replies = Vec::with_capacity(jobs.len());
+            let mut flags = Vec::with_capacity(n);
             for job in jobs {
                 for p in job.prepared {
                     meta.push((
@@ -242,12 +346,13 @@ impl Committer {
                         p.record.request_id.clone(),
                     ));
                     records.push(p.record);
+                    flags.push(p.durable);
                 }
                 replies.push(job.reply);
             }
             let started = std::time::Instant::now();
-            match self.store.commit(&records) {
-                Ok(()) => {
+            match self.store.write(&records) {
+                Ok(written) => {
                     COMMIT_STATS.n_commits.fetch_add(1, Ordering::Relaxed);
                     COMMIT_STATS
                         .n_events
@@ -256,20 +361,26 @@ impl Committer {
                     metrics::histogram!("ledger_commit_group_events").record(records.len() as f64);
                     metrics::histogram!("ledger_commit_seconds")
                         .record(started.elapsed().as_secs_f64());
-                    self.ledger
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .committed(&meta);
+                    // Durable: the log is fdatasynced. Answer now; the index follows.
+                    for flag in &flags {
+                        flag.store(true, Ordering::Release);
+                    }
+                    // Before any answer, so a read that follows an answer waits for this group.
+                    self.durable_groups.fetch_add(1, Ordering::AcqRel);
                     for reply in replies {
                         let _ = reply.send(Ok(()));
                     }
-                    for (record, (coi, position, _, _)) in records.into_iter().zip(meta) {
-                        // No receiver is fine: nobody is watching.
-                        let _ = self.committed.send(Arc::new(Committed {
-                            coi,
-                            position,
-                            event: record.event,
-                        }));
+                    let sent = self.index_tx.as_ref().is_some_and(|tx| {
+                        tx.send(Durable {
+                            records,
+                            meta,
+                            written,
+                        })
+                        .is_ok()
+                    });
+                    if !sent {
+                        // The indexer stopped after a failure it already reported.
+                        self.stopped.store(true, Ordering::Release);
                     }
                 }
                 Err(e) => {
@@ -281,6 +392,50 @@ impl Committer {
                     }
                 }
             }
+        }
+        drop(self.index_tx.take());
+        if let Some(indexer) = self.indexer.take() {
+            if indexer.join().is_err() {
+                tracing::error!("the indexer thread panicked");
+            }
+        }
+    }
+}
+
+/// Indexes durable groups in write order, then makes them visible: readers' committed
+/// marks, the retry check's request ids, and watchers.
+struct Indexer {
+    rx: std::sync::mpsc::Receiver<Durable>,
+    store: Arc<Store>,
+    ledger: Arc<Mutex<Ledger>>,
+    committed: broadcast::Sender<Arc<Committed>>,
+    stopped: Arc<AtomicBool>,
+    shutdown: CancellationToken,
+    indexed_groups: tokio::sync::watch::Sender<u64>,
+}
+
+impl Indexer {
+    fn run(self) {
+        while let Ok(group) = self.rx.recv() {
+            if let Err(e) = self.store.index(&group.records, &group.written) {
+                tracing::error!(error = %e, "index failure: the events are durable in the log but not indexed; shutting down, a restart replays them");
+                self.stopped.store(true, Ordering::Release);
+                self.shutdown.cancel();
+                return;
+            }
+            self.ledger
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .committed(&group.meta);
+            for (record, (coi, position, _, _)) in group.records.into_iter().zip(group.meta) {
+                // No receiver is fine: nobody is watching.
+                let _ = self.committed.send(Arc::new(Committed {
+                    coi,
+                    position,
+                    event: record.event,
+                }));
+            }
+            self.indexed_groups.send_modify(|v| *v += 1);
         }
     }
 }

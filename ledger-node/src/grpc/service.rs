@@ -242,6 +242,10 @@ impl pb::ledger_service_server::LedgerService for LedgerApi {
         req: Request<pb::GetChainRequest>,
     ) -> Result<Response<pb::GetChainResponse>, Status> {
         authorize(&self.network, &self.limiter, &req, Access::Read, 1)?;
+        self.pipeline
+            .caught_up()
+            .await
+            .map_err(|e| status::append_error(&e))?;
         let r = req.get_ref();
         let coi = self.coi("coi", &r.coi)?;
         let committed = self.committed(&coi)?;
@@ -289,6 +293,10 @@ impl pb::ledger_service_server::LedgerService for LedgerApi {
         req: Request<pb::VerifyChainRequest>,
     ) -> Result<Response<pb::VerifyChainResponse>, Status> {
         authorize(&self.network, &self.limiter, &req, Access::Read, 1)?;
+        self.pipeline
+            .caught_up()
+            .await
+            .map_err(|e| status::append_error(&e))?;
         let coi = self.coi("coi", &req.get_ref().coi)?;
         let events = self.chain_events(&coi).await?;
         let trust = self.trust();
@@ -323,6 +331,10 @@ impl pb::ledger_service_server::LedgerService for LedgerApi {
         req: Request<pb::ExportChainRequest>,
     ) -> Result<Response<Self::ExportChainStream>, Status> {
         authorize(&self.network, &self.limiter, &req, Access::Read, 1)?;
+        self.pipeline
+            .caught_up()
+            .await
+            .map_err(|e| status::append_error(&e))?;
         let coi = self.coi("coi", &req.get_ref().coi)?;
         let events = self.chain_events(&coi).await?;
         let site = self.network.local_sites.first().ok_or_else(|| {
@@ -366,6 +378,10 @@ impl pb::ledger_service_server::LedgerService for LedgerApi {
         req: Request<pb::WatchChainRequest>,
     ) -> Result<Response<Self::WatchChainStream>, Status> {
         authorize(&self.network, &self.limiter, &req, Access::Read, 1)?;
+        self.pipeline
+            .caught_up()
+            .await
+            .map_err(|e| status::append_error(&e))?;
         let coi = self.coi("coi", &req.get_ref().coi)?;
         self.committed(&coi)?;
         let from = req.get_ref().from_position;
@@ -439,6 +455,10 @@ impl pb::ledger_service_server::LedgerService for LedgerApi {
         req: Request<pb::ListChainsRequest>,
     ) -> Result<Response<pb::ListChainsResponse>, Status> {
         authorize(&self.network, &self.limiter, &req, Access::Read, 1)?;
+        self.pipeline
+            .caught_up()
+            .await
+            .map_err(|e| status::append_error(&e))?;
         let r = req.get_ref();
         let filter =
             convert::status_from_wire("status", r.status).map_err(|e| status::invalid(&e))?;
@@ -516,6 +536,10 @@ impl pb::ledger_service_server::LedgerService for LedgerApi {
         req: Request<pb::GetNodeInfoRequest>,
     ) -> Result<Response<pb::GetNodeInfoResponse>, Status> {
         authorize(&self.network, &self.limiter, &req, Access::Read, 1)?;
+        self.pipeline
+            .caught_up()
+            .await
+            .map_err(|e| status::append_error(&e))?;
         let ledger = self.pipeline.ledger();
         let sites = self
             .network

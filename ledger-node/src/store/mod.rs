@@ -213,8 +213,16 @@ pub enum CorruptDetail {
     TailTooLong { cut_bytes: u64, max: u64 },
 }
 
-/// The event log and its index. `Send + Sync`: one committer thread calls
-/// [`Store::commit`] while any number of threads read.
+/// What [`Store::write`] made durable, for [`Store::index`]: which of the records were new
+/// (by position in the slice written) and the log position after them.
+#[derive(Debug)]
+pub struct Written {
+    new: Vec<usize>,
+    applied: Option<Applied>,
+}
+
+/// The event log and its index. `Send + Sync`: one committer thread writes (and one
+/// indexer indexes, in write order) while any number of threads read.
 #[derive(Debug)]
 pub struct Store {
     log: Mutex<LogWriter>,
@@ -256,6 +264,15 @@ impl Store {
         open_with(cfg, index, visit)
     }
 
+    /// Appends records durably and indexes them: [`Store::write`] then [`Store::index`].
+    ///
+    /// # Errors
+    /// As for [`Store::write`] and [`Store::index`].
+    pub fn commit(&self, records: &[Record]) -> Result<(), StoreError> {
+        let written = self.write(records)?;
+        self.index(records, &written)
+    }
+
     /// Appends `records` durably and indexes them.
     ///
     /// Writes them all to the log, makes them durable with one `fdatasync`, and only then
@@ -271,7 +288,7 @@ impl Store {
     /// then the store is poisoned and every later commit returns [`StoreError::Poisoned`].
     /// The batch was not acknowledged, yet some or all of its records may have reached the
     /// disk and come back at the next open (a client retry then finds its request id).
-    pub fn commit(&self, records: &[Record]) -> Result<(), StoreError> {
+    pub fn write(&self, records: &[Record]) -> Result<Written, StoreError> {
         let mut log = match self.log.lock() {
             Ok(log) => log,
             // A commit panicked half-way (an assertion): the log and the index may disagree.
@@ -306,7 +323,10 @@ impl Store {
             new.push(r);
         }
         if new.is_empty() {
-            return Ok(());
+            return Ok(Written {
+                new: Vec::new(),
+                applied: None,
+            });
         }
         let n_bytes: usize = new.iter().map(|r| r.log_bytes()).sum();
         if n_bytes > COMMIT_BYTES_MAX {
@@ -345,6 +365,38 @@ impl Store {
             offset: log.end(),
             n_records: log.n_records(),
         };
+        let new_idx: Vec<usize> = new
+            .iter()
+            .map(|r| {
+                records
+                    .iter()
+                    .position(|x| std::ptr::eq(x, *r))
+                    .unwrap_or(usize::MAX)
+            })
+            .collect();
+        Ok(Written {
+            new: new_idx,
+            applied: Some(applied),
+        })
+    }
+
+    /// Indexes records that [`Store::write`] made durable, with the ticket it returned.
+    /// Tickets must be indexed in the order they were written (the index records the log
+    /// offset it has applied, which only moves forward).
+    ///
+    /// # Errors
+    /// [`StoreError::Sled`]; after a failure the store refuses further writes until a
+    /// restart replays the log.
+    pub fn index(&self, records: &[Record], written: &Written) -> Result<(), StoreError> {
+        let Some(applied) = written.applied else {
+            return Ok(());
+        };
+        let new: Vec<&Record> = written.new.iter().filter_map(|&i| records.get(i)).collect();
+        assert_eq!(
+            new.len(),
+            written.new.len(),
+            "the ticket names records that were not passed to index"
+        );
         match self.index.apply(&new, applied) {
             Ok(n_indexed) => {
                 assert_eq!(
@@ -359,7 +411,9 @@ impl Store {
             Err(e) => {
                 // The records are durable but not indexed: later commits would index past
                 // them. Refuse until a restart replays them.
-                log.set_failed();
+                if let Ok(mut log) = self.log.lock() {
+                    log.set_failed();
+                }
                 Err(e)
             }
         }
