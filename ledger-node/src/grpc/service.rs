@@ -65,6 +65,17 @@ impl LedgerApi {
         }
     }
 
+    /// Every read: the caller may read, and every append answered before this call is
+    /// visible to it.
+    async fn begin_read<T>(&self, req: &Request<T>) -> Result<Principal, Status> {
+        let principal = authorize(&self.network, &self.limiter, req, Access::Read, 1)?;
+        self.pipeline
+            .caught_up()
+            .await
+            .map_err(|e| status::append_error(&e))?;
+        Ok(principal)
+    }
+
     fn coi(&self, field: &str, text: &str) -> Result<Coi, Status> {
         if text.is_empty() {
             return Err(Status::invalid_argument(format!("{field}: is required")));
@@ -241,11 +252,7 @@ impl pb::ledger_service_server::LedgerService for LedgerApi {
         &self,
         req: Request<pb::GetChainRequest>,
     ) -> Result<Response<pb::GetChainResponse>, Status> {
-        authorize(&self.network, &self.limiter, &req, Access::Read, 1)?;
-        self.pipeline
-            .caught_up()
-            .await
-            .map_err(|e| status::append_error(&e))?;
+        self.begin_read(&req).await?;
         let r = req.get_ref();
         let coi = self.coi("coi", &r.coi)?;
         let committed = self.committed(&coi)?;
@@ -292,11 +299,7 @@ impl pb::ledger_service_server::LedgerService for LedgerApi {
         &self,
         req: Request<pb::VerifyChainRequest>,
     ) -> Result<Response<pb::VerifyChainResponse>, Status> {
-        authorize(&self.network, &self.limiter, &req, Access::Read, 1)?;
-        self.pipeline
-            .caught_up()
-            .await
-            .map_err(|e| status::append_error(&e))?;
+        self.begin_read(&req).await?;
         let coi = self.coi("coi", &req.get_ref().coi)?;
         let events = self.chain_events(&coi).await?;
         let trust = self.trust();
@@ -330,11 +333,7 @@ impl pb::ledger_service_server::LedgerService for LedgerApi {
         &self,
         req: Request<pb::ExportChainRequest>,
     ) -> Result<Response<Self::ExportChainStream>, Status> {
-        authorize(&self.network, &self.limiter, &req, Access::Read, 1)?;
-        self.pipeline
-            .caught_up()
-            .await
-            .map_err(|e| status::append_error(&e))?;
+        self.begin_read(&req).await?;
         let coi = self.coi("coi", &req.get_ref().coi)?;
         let events = self.chain_events(&coi).await?;
         let site = self.network.local_sites.first().ok_or_else(|| {
@@ -377,11 +376,7 @@ impl pb::ledger_service_server::LedgerService for LedgerApi {
         &self,
         req: Request<pb::WatchChainRequest>,
     ) -> Result<Response<Self::WatchChainStream>, Status> {
-        authorize(&self.network, &self.limiter, &req, Access::Read, 1)?;
-        self.pipeline
-            .caught_up()
-            .await
-            .map_err(|e| status::append_error(&e))?;
+        self.begin_read(&req).await?;
         let coi = self.coi("coi", &req.get_ref().coi)?;
         self.committed(&coi)?;
         let from = req.get_ref().from_position;
@@ -454,11 +449,7 @@ impl pb::ledger_service_server::LedgerService for LedgerApi {
         &self,
         req: Request<pb::ListChainsRequest>,
     ) -> Result<Response<pb::ListChainsResponse>, Status> {
-        authorize(&self.network, &self.limiter, &req, Access::Read, 1)?;
-        self.pipeline
-            .caught_up()
-            .await
-            .map_err(|e| status::append_error(&e))?;
+        self.begin_read(&req).await?;
         let r = req.get_ref();
         let filter =
             convert::status_from_wire("status", r.status).map_err(|e| status::invalid(&e))?;
@@ -535,11 +526,7 @@ impl pb::ledger_service_server::LedgerService for LedgerApi {
         &self,
         req: Request<pb::GetNodeInfoRequest>,
     ) -> Result<Response<pb::GetNodeInfoResponse>, Status> {
-        authorize(&self.network, &self.limiter, &req, Access::Read, 1)?;
-        self.pipeline
-            .caught_up()
-            .await
-            .map_err(|e| status::append_error(&e))?;
+        self.begin_read(&req).await?;
         let ledger = self.pipeline.ledger();
         let sites = self
             .network
