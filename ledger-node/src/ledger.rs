@@ -230,10 +230,6 @@ impl Ledger {
         }
     }
 
-    pub fn network(&self) -> &NetworkId {
-        &self.network
-    }
-
     pub fn chains(&self) -> &HashMap<Coi, Chain> {
         &self.chains
     }
@@ -419,25 +415,5 @@ impl Ledger {
                 self.in_flight.remove(&(site.clone(), rid.clone()));
             }
         }
-    }
-
-    /// Whether a unit belongs to a chain this node knows, and which.
-    pub fn is_known_chain(&self, coi: &Coi) -> bool {
-        self.chains.get(coi).is_some_and(|c| c.committed > 0)
-    }
-
-    /// Heads of a chain among committed events (for export statements).
-    pub fn heads(&self, coi: &Coi) -> Vec<EventId> {
-        self.chains
-            .get(coi)
-            .map(|c| c.heads.iter().copied().collect())
-            .unwrap_or_default()
-    }
-
-    /// Whether `a` is in the causal past of `b` within a chain (used by watchers and tests).
-    pub fn precedes(&self, coi: &Coi, a: EventId, b: EventId) -> bool {
-        self.chains
-            .get(coi)
-            .is_some_and(|c| c.clocks.precedes(a, b))
     }
 }
