@@ -98,16 +98,11 @@ impl Replay {
         }
         let mut ids = BTreeSet::new();
         for s in &file.steps {
-            let forged = [
-                ("seq", s.seq.is_some()),
-                ("prev", s.prev.is_some()),
-                ("network", s.network.is_some()),
-                ("key", s.key.is_some()),
-            ];
-            if let Some((key, _)) = forged.iter().find(|(_, set)| *set) {
+            let decided = super::step_file::node_decided(s);
+            if let Some(d) = decided.iter().find(|d| d.set && !d.droppable) {
                 return Err(not_replayable(format!(
-                    "step '{}' forces '{key}', which only a fixture builder can forge",
-                    s.id
+                    "step '{}' forces '{}', which only a fixture builder can forge ({})",
+                    s.id, d.key, d.why
                 )));
             }
             if !ids.insert(s.id.as_str()) {
@@ -124,21 +119,11 @@ impl Replay {
             }
             SiteId::parse(&s.site)
                 .map_err(|e| not_replayable(format!("step '{}': site: {e}", s.id)))?;
-            for (key, set, why) in [
-                (
-                    "recorded",
-                    s.recorded.is_some(),
-                    "the node records its own time",
-                ),
-                (
-                    "parents",
-                    s.parents.is_some(),
-                    "the node links to the chain's heads",
-                ),
-            ] {
-                if set {
-                    notes.push(format!("step '{}': '{key}' is not replayed: {why}", s.id));
-                }
+            for d in decided.iter().filter(|d| d.set && d.droppable) {
+                notes.push(format!(
+                    "step '{}': '{}' is not replayed: {}",
+                    s.id, d.key, d.why
+                ));
             }
         }
         let replay = Replay {
@@ -523,7 +508,7 @@ mod tests {
         let broken = fixtures::data_dir().join("journeys/broken");
         for (file, expect) in [
             ("bad-signature.toml", expect_test::expect!["cannot replay this journey: it has [[tamper]] directives; replay the journeys in fixtures/journeys/valid"]),
-            ("causal-cycle.toml", expect_test::expect!["cannot replay this journey: step 'bedside-check' forces 'seq', which only a fixture builder can forge"]),
+            ("causal-cycle.toml", expect_test::expect!["cannot replay this journey: step 'bedside-check' forces 'seq', which only a fixture builder can forge (the node assigns the feed position)"]),
         ] {
             let text = std::fs::read_to_string(broken.join(file)).unwrap();
             let e = Replay::parse(&text).unwrap_err();

@@ -86,41 +86,11 @@ pub fn parse_step_file(text: &str, default_id: &str) -> Result<StepFile, StepFil
         table.insert("id".into(), toml::Value::String(default_id.to_owned()));
     }
     let step: StepToml = toml::Value::Table(table).try_into()?;
-    // Keys of a journey step that only a fixture builder can honour: a node decides them.
-    let node_decides = [
-        (
-            "recorded",
-            step.recorded.is_some(),
-            "the node records its own time",
-        ),
-        (
-            "parents",
-            step.parents.is_some(),
-            "the node links the event to the chain's heads",
-        ),
-        (
-            "key",
-            step.key.is_some(),
-            "the node signs with the site's current key",
-        ),
-        (
-            "seq",
-            step.seq.is_some(),
-            "the node assigns the feed position",
-        ),
-        (
-            "prev",
-            step.prev.is_some(),
-            "the node links the site's previous event",
-        ),
-        (
-            "network",
-            step.network.is_some(),
-            "a node belongs to one network",
-        ),
-    ];
-    if let Some((key, _, why)) = node_decides.into_iter().find(|(_, set, _)| *set) {
-        return Err(StepFileError::NodeDecides { key, why });
+    if let Some(d) = node_decided(&step).into_iter().find(|d| d.set) {
+        return Err(StepFileError::NodeDecides {
+            key: d.key,
+            why: d.why,
+        });
     }
     let coi_text = step.coi.as_deref().ok_or(StepFileError::Missing {
         key: "coi",
@@ -417,4 +387,65 @@ name = "K. Kim RN"
         assert_ne!(id(&text), id(&text.replace("\"x\"", "\"y\"")));
         assert!(id(&text).starts_with("append-"));
     }
+}
+
+/// A key of a journey step that a node decides for itself.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NodeDecided {
+    pub key: &'static str,
+    /// Whether the step sets it.
+    pub set: bool,
+    pub why: &'static str,
+    /// Whether a replay may drop it (the node's own value serves as well) rather than refuse
+    /// the journey (the step forges a feed position or a key).
+    pub droppable: bool,
+}
+
+/// The keys only a fixture builder can honour, for `append` (refuses them all) and `replay`
+/// (drops the droppable ones with a note, refuses the rest).
+pub(crate) fn node_decided(step: &StepToml) -> [NodeDecided; 6] {
+    let d = |key, set, why, droppable| NodeDecided {
+        key,
+        set,
+        why,
+        droppable,
+    };
+    [
+        d(
+            "recorded",
+            step.recorded.is_some(),
+            "the node records its own time",
+            true,
+        ),
+        d(
+            "parents",
+            step.parents.is_some(),
+            "the node links the event to the chain's heads",
+            true,
+        ),
+        d(
+            "key",
+            step.key.is_some(),
+            "the node signs with the site's current key",
+            false,
+        ),
+        d(
+            "seq",
+            step.seq.is_some(),
+            "the node assigns the feed position",
+            false,
+        ),
+        d(
+            "prev",
+            step.prev.is_some(),
+            "the node links the site's previous event",
+            false,
+        ),
+        d(
+            "network",
+            step.network.is_some(),
+            "a node belongs to one network",
+            false,
+        ),
+    ]
 }
