@@ -31,6 +31,9 @@
 //! collection, then notes and store/retrieve of the collected unit by its custodian), so
 //! every request is valid and a refusal means the node, not the load, is wrong.
 
+mod common;
+use common::dir_bytes;
+
 use anyhow::{bail, ensure, Context};
 use ledger_core::{
     Body, Coi, EventId, Meaning, NetworkId, OperatorId, Options, Scope, SecretKey, Seq, Signer,
@@ -1247,20 +1250,6 @@ async fn upload_million(node: &NodeProcess) -> anyhow::Result<(u64, Refusals, Du
         refusals.merge(r);
     }
     Ok((n_ok, refusals, started.elapsed()))
-}
-
-fn dir_bytes(path: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(path) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
-            Ok(m) => m.len(),
-            Err(_) => 0,
-        })
-        .sum()
 }
 
 fn main() -> anyhow::Result<()> {

@@ -102,7 +102,11 @@ struct Feed {
 /// One chain's state.
 pub struct Chain {
     pub projection: Projection,
-    clocks: ClockIndex,
+    /// The causal-order index, one entry per event. `None` once dropped to bound memory
+    /// (see [`Ledger::trim`]); rebuilt from the store before the chain is judged again.
+    clocks: Option<ClockIndex>,
+    /// When the chain was last judged, in [`Ledger`] ticks (for choosing what to drop).
+    last_used: u64,
     pub heads: BTreeSet<EventId>,
     /// Positions assigned (committed or in flight).
     pub len: u64,
@@ -127,7 +131,8 @@ impl Chain {
     fn new(coi: Coi) -> Chain {
         Chain {
             projection: Projection::new(coi),
-            clocks: ClockIndex::new(),
+            clocks: Some(ClockIndex::new()),
+            last_used: 0,
             heads: BTreeSet::new(),
             len: 0,
             committed: 0,
@@ -137,6 +142,7 @@ impl Chain {
     }
 
     /// Folds an event into a copy of the projection; returns the copy and its findings.
+    /// The clocks must be loaded ([`Ledger::load_clocks`]).
     fn judge(
         &mut self,
         e: &Event,
@@ -144,11 +150,19 @@ impl Chain {
         role: Option<Role>,
         policy: &Policy,
     ) -> (Projection, Vec<Finding>) {
-        self.clocks.insert(e, feed_prev);
+        let clocks = self
+            .clocks
+            .as_mut()
+            .expect("clocks are loaded before a chain is judged");
+        clocks.insert(e, feed_prev);
         let mut next = self.projection.clone();
         let mut findings = Vec::new();
-        next.apply(e, role, &self.clocks, policy, &mut findings);
+        next.apply(e, role, &*clocks, policy, &mut findings);
         (next, findings)
+    }
+
+    fn n_clock_entries(&self) -> usize {
+        self.clocks.as_ref().map_or(0, ClockIndex::len)
     }
 
     fn accept(&mut self, e: &Event, projection: Projection, findings: Vec<Finding>) -> u64 {
@@ -186,7 +200,15 @@ pub struct Ledger {
     /// Appends in flight: (site, request id) -> receipt, until committed.
     in_flight: HashMap<(SiteId, String), (Receipt, Arc<AtomicBool>)>,
     n_events: u64,
+    /// Causal-clock entries held over all chains, and how many [`Ledger::trim`] allows.
+    clock_entries: usize,
+    clock_budget: usize,
+    tick: u64,
 }
+
+/// Clock entries kept in memory by default: ~100 B each, so ~10 MiB, far more than the
+/// chains being appended to at any time need.
+pub const CLOCK_BUDGET_DEFAULT: usize = 100_000;
 
 impl std::fmt::Debug for Ledger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -227,7 +249,78 @@ impl Ledger {
             chains: HashMap::new(),
             in_flight: HashMap::new(),
             n_events: 0,
+            clock_entries: 0,
+            clock_budget: CLOCK_BUDGET_DEFAULT,
+            tick: 0,
         }
+    }
+
+    /// Sets how many causal-clock entries [`Ledger::trim`] keeps (at least one chain's
+    /// worth is always loaded while it is judged).
+    pub fn set_clock_budget(&mut self, entries: usize) {
+        self.clock_budget = entries;
+    }
+
+    /// Causal-clock entries in memory.
+    pub fn clock_entries(&self) -> usize {
+        self.clock_entries
+    }
+
+    /// Drops the causal clocks of the least recently used chains until at most three
+    /// quarters of the budget is held, when the budget is exceeded. Only chains with
+    /// nothing in flight are trimmed, so the store holds every event a rebuild needs.
+    pub fn trim(&mut self) {
+        if self.clock_entries <= self.clock_budget {
+            return;
+        }
+        let target = self.clock_budget / 4 * 3;
+        let mut idle: Vec<(u64, &Coi)> = self
+            .chains
+            .iter()
+            .filter(|(_, c)| c.clocks.is_some() && c.len == c.committed)
+            .map(|(coi, c)| (c.last_used, coi))
+            .collect();
+        idle.sort_unstable();
+        let victims: Vec<Coi> = idle.into_iter().map(|(_, coi)| coi.clone()).collect();
+        for coi in victims {
+            if self.clock_entries <= target {
+                break;
+            }
+            if let Some(chain) = self.chains.get_mut(&coi) {
+                self.clock_entries -= chain.n_clock_entries();
+                chain.clocks = None;
+            }
+        }
+    }
+
+    /// Makes sure `coi`'s clocks are in memory (rebuilding them from the store in log order,
+    /// as [`Ledger::replay`] built them) and marks the chain used.
+    fn load_clocks(&mut self, coi: &Coi, store: &Store) -> Result<(), StoreError> {
+        self.tick += 1;
+        let Some(chain) = self.chains.get_mut(coi) else {
+            return Ok(());
+        };
+        chain.last_used = self.tick;
+        if chain.clocks.is_some() {
+            return Ok(());
+        }
+        let events = store.chain(coi, 0, usize::MAX)?;
+        // Pair assertion: a chain is trimmed only when all of it is committed (indexed).
+        assert_eq!(
+            events.len() as u64,
+            chain.committed,
+            "chain {coi}: the store holds {} events, the ledger committed {}",
+            events.len(),
+            chain.committed
+        );
+        let mut clocks = ClockIndex::new();
+        for (_, e) in &events {
+            let feed_prev = e.prev().filter(|p| clocks.contains(*p));
+            clocks.insert(e, feed_prev);
+        }
+        self.clock_entries += clocks.len();
+        chain.clocks = Some(clocks);
+        Ok(())
     }
 
     pub fn chains(&self) -> &HashMap<Coi, Chain> {
@@ -256,8 +349,12 @@ impl Ledger {
             .chains
             .entry(e.coi().clone())
             .or_insert_with(|| Chain::new(e.coi().clone()));
-        let feed_prev = e.prev().filter(|p| chain.clocks.contains(*p));
+        let feed_prev = e
+            .prev()
+            .filter(|p| chain.clocks.as_ref().is_some_and(|c| c.contains(*p)));
+        let before = chain.n_clock_entries();
         let (projection, findings) = chain.judge(e, feed_prev, role, &self.policy);
+        self.clock_entries += chain.n_clock_entries() - before;
         let position = chain.accept(e, projection, findings);
         chain.committed = position;
         if let Some(feed) = self.feeds.get_mut(e.author()) {
@@ -300,16 +397,14 @@ impl Ledger {
             }
             return Err(AppendError::InFlight);
         }
-        if let Some(id) = store.request(&draft.site, &draft.request_id)? {
-            if let Some(e) = store.event(&id)? {
-                return Ok(Outcome::Duplicate(Receipt {
-                    event_id: id,
-                    site: e.author().clone(),
-                    seq: e.seq(),
-                    recorded_at: e.recorded_at(),
-                    duplicate: true,
-                }));
-            }
+        if let Some(e) = store.request_event(&draft.site, &draft.request_id)? {
+            return Ok(Outcome::Duplicate(Receipt {
+                event_id: e.id(),
+                site: e.author().clone(),
+                seq: e.seq(),
+                recorded_at: e.recorded_at(),
+                duplicate: true,
+            }));
         }
         let Some(feed) = self.feeds.get(&draft.site) else {
             return Err(AppendError::NotLocalSite { site: draft.site });
@@ -357,18 +452,26 @@ impl Ledger {
             });
         }
         let role = self.roles.get(&draft.site).copied();
+        let feed_head = feed.head;
+        self.load_clocks(&draft.coi, store)?;
         let chain = self
             .chains
             .entry(draft.coi.clone())
             .or_insert_with(|| Chain::new(draft.coi.clone()));
-        let (projection, findings) = chain.judge(&event, feed.head, role, &self.policy);
+        let before = chain.n_clock_entries();
+        let (projection, findings) = chain.judge(&event, feed_head, role, &self.policy);
+        self.clock_entries += chain.n_clock_entries() - before;
         let refused: Vec<Finding> = findings
             .iter()
             .filter(|f| !must_record(f, &event))
             .cloned()
             .collect();
         if !refused.is_empty() {
-            chain.clocks.remove(event.id());
+            let before = chain.n_clock_entries();
+            if let Some(clocks) = chain.clocks.as_mut() {
+                clocks.remove(event.id());
+            }
+            self.clock_entries -= before - chain.n_clock_entries();
             if chain.len == 0 {
                 self.chains.remove(&draft.coi);
             }
@@ -415,5 +518,6 @@ impl Ledger {
                 self.in_flight.remove(&(site.clone(), rid.clone()));
             }
         }
+        self.trim();
     }
 }

@@ -79,11 +79,13 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
             })
             .collect(),
     );
+    ledger.set_clock_budget(cfg.limits.chain_clock_entries);
     let started = std::time::Instant::now();
     let (store, report) = {
         let ledger = &mut ledger;
         tokio::task::block_in_place(|| store::Store::open(&store_cfg, |r| ledger.replay(r)))?
     };
+    ledger.trim();
     tracing::info!(
         events = report.n_records,
         log_bytes = report.log_bytes,

@@ -1,36 +1,42 @@
 //! The sled index over the log: lookups by id, feed position, chain position, request id
 //! and unit. Everything here can be thrown away and rebuilt from the log.
 //!
-//! Trees (keys are raw bytes; integers big-endian so that byte order is numeric order):
+//! One sled tree, `index`; each key starts with a byte that says what it indexes (integers
+//! big-endian so that byte order is numeric order). Values point into the log ([`Loc`]:
+//! offset u64 BE | frame length u32 BE) rather than copying events, so the index stays a
+//! small fraction of the log and a read is one sled lookup plus one `pread`.
 //!
 //! ```text
-//! events     event id (32)                      -> the event's signed bytes
-//! feeds      site | 0x00 | seq u64 BE           -> event id (first event stored at that seq)
-//! chains     coi (15) | position u64 BE         -> event id; positions 1, 2, 3, ... in log order
-//! chain_len  coi                                -> u64 BE, the last position
-//! requests   site | 0x00 | request id           -> event id (first event stored with it)
-//! units      unit                               -> coi of the event that last created it
-//! meta       "applied"                          -> index format u32 BE | log offset u64 BE
-//!                                                  | records u64 BE
+//! 'e' | event id (32)                      -> Loc of the event's record
+//! 'f' | site | 0x00 | seq u64 BE           -> Loc (first event stored at that seq)
+//! 'c' | coi (15) | position u64 BE         -> Loc; positions 1, 2, 3, ... in log order
+//! 'l' | coi                                -> u64 BE, the last position
+//! 'r' | site | 0x00 | request id           -> Loc (first event stored with it)
+//! 'u' | unit                               -> coi of the event that last created it
+//! 'm' | "applied"                          -> index format u32 BE | log offset u64 BE
+//!                                             | records u64 BE
 //! ```
 //!
 //! Site ids never contain 0x00 and a COI is always 15 bytes, so every key decomposes in one
-//! way. Each call to [`Index::apply`] is one sled transaction over all trees, including the
-//! new applied offset: after a crash sled comes back with some prefix of those
-//! transactions, so "indexed" is always exactly "the log up to the applied offset".
+//! way. Each call to [`Index::apply`] is one sled batch (atomic, one tree), including the
+//! new applied offset: after a crash sled comes back with some prefix of those batches, so
+//! "indexed" is always exactly "the log up to the applied offset".
 
+use super::log::Loc;
 use super::{Record, StoreError};
-use ledger_core::{Body, Coi, Event, EventId, Seq, SiteId, UnitId};
-use sled::transaction::{ConflictableTransactionError, TransactionError};
-use sled::{Batch, Transactional, Tree};
+use backon::{BlockingRetryable, ExponentialBuilder};
+use ledger_core::{Body, Coi, EventId, Seq, SiteId, UnitId};
+use sled::{Batch, Tree};
 use std::collections::{HashMap, HashSet};
-use std::convert::Infallible;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-/// Bumped when the trees' layout changes; an index of another format is rebuilt.
-const INDEX_FORMAT: u32 = 1;
-const APPLIED_KEY: &[u8] = b"applied";
-const TREE_NAMES: [&str; 7] = [
+/// Bumped when the layout changes; an index of another format is rebuilt. Format 1 had
+/// one tree per kind of key and a copy of every event.
+const INDEX_FORMAT: u32 = 2;
+const TREE: &str = "index";
+/// Trees of earlier formats, dropped when the index is cleared.
+const LEGACY_TREES: [&str; 7] = [
     "meta",
     "events",
     "feeds",
@@ -39,6 +45,13 @@ const TREE_NAMES: [&str; 7] = [
     "requests",
     "units",
 ];
+const EVENT: u8 = b'e';
+const FEED: u8 = b'f';
+const CHAIN: u8 = b'c';
+const CHAIN_LEN: u8 = b'l';
+const REQUEST: u8 = b'r';
+const UNIT: u8 = b'u';
+const APPLIED_KEY: &[u8] = b"mapplied";
 
 /// How far the index has followed the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,18 +66,17 @@ pub(super) struct Applied {
 pub(super) struct Index {
     path: PathBuf,
     db: sled::Db,
-    meta: Tree,
-    events: Tree,
-    feeds: Tree,
-    chains: Tree,
-    chain_len: Tree,
-    requests: Tree,
-    units: Tree,
+    tree: Tree,
 }
 
-fn corrupt(tree: &'static str, key: &[u8], reason: impl Into<String>) -> StoreError {
+/// sled reports a held file lock only as an `Other` I/O error with this text.
+fn is_lock_contention(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
+}
+
+fn corrupt(key: &[u8], reason: impl Into<String>) -> StoreError {
     StoreError::IndexCorrupt {
-        tree,
+        tree: TREE,
         key: hex(key),
         reason: reason.into(),
     }
@@ -74,27 +86,43 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn feed_key(site: &SiteId, seq: Seq) -> Vec<u8> {
-    let mut k = Vec::with_capacity(site.as_str().len() + 9);
-    k.extend_from_slice(site.as_str().as_bytes());
-    k.push(0);
-    k.extend_from_slice(&seq.0.to_be_bytes());
+fn key(kind: u8, parts: &[&[u8]]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + parts.iter().map(|p| p.len()).sum::<usize>());
+    k.push(kind);
+    for p in parts {
+        k.extend_from_slice(p);
+    }
     k
+}
+
+fn event_key(id: &EventId) -> Vec<u8> {
+    key(EVENT, &[&id.0])
+}
+
+fn feed_key(site: &SiteId, seq: Seq) -> Vec<u8> {
+    key(
+        FEED,
+        &[site.as_str().as_bytes(), &[0], &seq.0.to_be_bytes()],
+    )
 }
 
 fn chain_key(coi: &Coi, position: u64) -> Vec<u8> {
-    let mut k = Vec::with_capacity(Coi::LEN + 8);
-    k.extend_from_slice(coi.as_str().as_bytes());
-    k.extend_from_slice(&position.to_be_bytes());
-    k
+    key(CHAIN, &[coi.as_str().as_bytes(), &position.to_be_bytes()])
+}
+
+fn chain_len_key(coi: &Coi) -> Vec<u8> {
+    key(CHAIN_LEN, &[coi.as_str().as_bytes()])
 }
 
 fn request_key(site: &SiteId, request_id: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(site.as_str().len() + 1 + request_id.len());
-    k.extend_from_slice(site.as_str().as_bytes());
-    k.push(0);
-    k.extend_from_slice(request_id.as_bytes());
-    k
+    key(
+        REQUEST,
+        &[site.as_str().as_bytes(), &[0], request_id.as_bytes()],
+    )
+}
+
+fn unit_key(unit: &UnitId) -> Vec<u8> {
+    key(UNIT, &[unit.as_str().as_bytes()])
 }
 
 /// Units an event brings into a chain. Kept next to the index that needs it; the rule is
@@ -127,24 +155,22 @@ fn created_units(body: &Body) -> Vec<&UnitId> {
     }
 }
 
-fn event_id(tree: &'static str, key: &[u8], value: &[u8]) -> Result<EventId, StoreError> {
-    let bytes: [u8; 32] = value.try_into().map_err(|_| {
+fn loc(key: &[u8], value: &[u8]) -> Result<Loc, StoreError> {
+    Loc::from_bytes(value).ok_or_else(|| {
         corrupt(
-            tree,
             key,
             format!(
-                "value is {} bytes, expected a 32-byte event id",
-                value.len()
+                "value is {} bytes, expected a {}-byte log location",
+                value.len(),
+                Loc::BYTES
             ),
         )
-    })?;
-    Ok(EventId(bytes))
+    })
 }
 
-fn u64_be(tree: &'static str, key: &[u8], value: &[u8]) -> Result<u64, StoreError> {
+fn u64_be(key: &[u8], value: &[u8]) -> Result<u64, StoreError> {
     let bytes: [u8; 8] = value.try_into().map_err(|_| {
         corrupt(
-            tree,
             key,
             format!("value is {} bytes, expected a u64", value.len()),
         )
@@ -160,22 +186,25 @@ impl Index {
             path: path.to_path_buf(),
             source,
         };
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(cache_bytes)
-            .open()
+        let config = sled::Config::new().path(path).cache_capacity(cache_bytes);
+        // A sled instance dropped a moment ago in this process (a rebuild, a reopen) lets
+        // go of its file lock only when its background threads finish; another process
+        // holding the store keeps it, and gets the error after the retries.
+        let db = (|| config.open())
+            .retry(
+                ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_millis(10))
+                    .with_max_delay(Duration::from_millis(200))
+                    .with_max_times(12),
+            )
+            .when(is_lock_contention)
+            .call()
             .map_err(sled_error)?;
-        let tree = |name: &str| db.open_tree(name).map_err(sled_error);
+        let tree = db.open_tree(TREE).map_err(sled_error)?;
         Ok(Index {
-            meta: tree(TREE_NAMES[0])?,
-            events: tree(TREE_NAMES[1])?,
-            feeds: tree(TREE_NAMES[2])?,
-            chains: tree(TREE_NAMES[3])?,
-            chain_len: tree(TREE_NAMES[4])?,
-            requests: tree(TREE_NAMES[5])?,
-            units: tree(TREE_NAMES[6])?,
             path: path.to_path_buf(),
             db,
+            tree,
         })
     }
 
@@ -186,107 +215,79 @@ impl Index {
         }
     }
 
+    fn get(&self, key: &[u8]) -> Result<Option<sled::IVec>, StoreError> {
+        self.tree.get(key).map_err(|e| self.sled_error(e))
+    }
+
+    fn contains(&self, key: &[u8]) -> Result<bool, StoreError> {
+        self.tree.contains_key(key).map_err(|e| self.sled_error(e))
+    }
+
     /// The applied position, or `None` if the index is empty, half-cleared or of another
     /// format (then it must be [`Index::clear`]ed and rebuilt).
     pub(super) fn applied(&self) -> Result<Option<Applied>, StoreError> {
-        let Some(v) = self.meta.get(APPLIED_KEY).map_err(|e| self.sled_error(e))? else {
+        let Some(v) = self.get(APPLIED_KEY)? else {
             return Ok(None);
         };
         if v.len() != 20 || v[..4] != INDEX_FORMAT.to_be_bytes() {
             return Ok(None);
         }
-        let offset = u64_be("meta", APPLIED_KEY, &v[4..12])?;
-        let n_records = u64_be("meta", APPLIED_KEY, &v[12..20])?;
+        let offset = u64_be(APPLIED_KEY, &v[4..12])?;
+        let n_records = u64_be(APPLIED_KEY, &v[12..20])?;
         Ok(Some(Applied { offset, n_records }))
     }
 
-    /// Empties every tree. The applied offset goes first, so a crash half-way leaves an
-    /// index that [`Index::applied`] reports as absent and the next open clears again.
+    /// Empties the index, and drops the trees of earlier formats. The applied offset goes
+    /// first, so a crash half-way leaves an index that [`Index::applied`] reports as absent
+    /// and the next open clears again.
     pub(super) fn clear(&mut self) -> Result<(), StoreError> {
-        self.meta
+        self.tree
             .remove(APPLIED_KEY)
             .map_err(|e| self.sled_error(e))?;
-        for name in TREE_NAMES {
+        for name in LEGACY_TREES.iter().copied().chain([TREE]) {
             self.db.drop_tree(name).map_err(|e| self.sled_error(e))?;
         }
-        *self = Index {
-            meta: self
-                .db
-                .open_tree(TREE_NAMES[0])
-                .map_err(|e| self.sled_error(e))?,
-            events: self
-                .db
-                .open_tree(TREE_NAMES[1])
-                .map_err(|e| self.sled_error(e))?,
-            feeds: self
-                .db
-                .open_tree(TREE_NAMES[2])
-                .map_err(|e| self.sled_error(e))?,
-            chains: self
-                .db
-                .open_tree(TREE_NAMES[3])
-                .map_err(|e| self.sled_error(e))?,
-            chain_len: self
-                .db
-                .open_tree(TREE_NAMES[4])
-                .map_err(|e| self.sled_error(e))?,
-            requests: self
-                .db
-                .open_tree(TREE_NAMES[5])
-                .map_err(|e| self.sled_error(e))?,
-            units: self
-                .db
-                .open_tree(TREE_NAMES[6])
-                .map_err(|e| self.sled_error(e))?,
-            path: self.path.clone(),
-            db: self.db.clone(),
-        };
+        self.tree = self.db.open_tree(TREE).map_err(|e| self.sled_error(e))?;
         Ok(())
     }
 
     pub(super) fn contains_event(&self, id: &EventId) -> Result<bool, StoreError> {
-        self.events
-            .contains_key(id.0)
-            .map_err(|e| self.sled_error(e))
+        self.contains(&event_key(id))
     }
 
-    /// Indexes `records` (in log order) and moves the applied position to `applied`, in one
-    /// transaction. A record whose id is already indexed (or repeated within `records`) is
-    /// skipped, so it never gets a second chain position. Returns how many were indexed.
+    /// Indexes `records` (in log order, each with where it sits in the log) and moves the
+    /// applied position to `applied`, in one batch. A record whose id is already indexed
+    /// (or repeated within `records`) is skipped, so it never gets a second chain position.
+    /// Returns how many were indexed.
     ///
-    /// Only one thread may call this at a time (the store's log mutex sees to it): chain
-    /// positions are computed from the lengths read before the transaction.
-    pub(super) fn apply(&self, records: &[&Record], applied: Applied) -> Result<u64, StoreError> {
-        let mut events = Batch::default();
-        let mut feeds = Batch::default();
-        let mut chains = Batch::default();
-        let mut chain_len = Batch::default();
-        let mut requests = Batch::default();
-        let mut units = Batch::default();
-        let mut meta = Batch::default();
+    /// Only one thread may call this at a time (the store sees to it): chain positions are
+    /// computed from the lengths read before the batch.
+    pub(super) fn apply(
+        &self,
+        records: &[(&Record, Loc)],
+        applied: Applied,
+    ) -> Result<u64, StoreError> {
+        let mut batch = Batch::default();
         let mut seen: HashSet<EventId> = HashSet::with_capacity(records.len());
         let mut lens: HashMap<&Coi, u64> = HashMap::new();
         let mut feed_keys: HashSet<Vec<u8>> = HashSet::new();
         let mut request_keys: HashSet<Vec<u8>> = HashSet::new();
         let mut n_indexed = 0u64;
-        for record in records {
+        for (record, at) in records {
             let e = &record.event;
             let id = e.id();
-            if !seen.insert(id) || self.contains_event(&id)? {
+            let ek = event_key(&id);
+            if !seen.insert(id) || self.contains(&ek)? {
                 tracing::warn!(event = %id, "event already indexed; not indexing it again");
                 continue;
             }
-            events.insert(&id.0, e.bytes());
+            let at = at.to_bytes();
+            batch.insert(ek, &at);
             let fk = feed_key(e.author(), e.seq());
             // The first event stored at a feed position keeps it; a second one is a fork,
             // stored (as evidence) and reachable by id and chain, but not by feed position.
-            if !feed_keys.contains(&fk)
-                && !self
-                    .feeds
-                    .contains_key(&fk)
-                    .map_err(|e| self.sled_error(e))?
-            {
-                feeds.insert(fk.as_slice(), &id.0);
+            if !feed_keys.contains(&fk) && !self.contains(&fk)? {
+                batch.insert(fk.as_slice(), &at);
                 feed_keys.insert(fk);
             }
             let len = match lens.get(e.coi()) {
@@ -295,130 +296,78 @@ impl Index {
             };
             let position = len + 1;
             lens.insert(e.coi(), position);
-            chains.insert(chain_key(e.coi(), position), &id.0);
-            chain_len.insert(e.coi().as_str().as_bytes(), &position.to_be_bytes());
+            batch.insert(chain_key(e.coi(), position), &at);
             if let Some(rid) = &record.request_id {
                 let rk = request_key(e.author(), rid);
-                if !request_keys.contains(&rk)
-                    && !self
-                        .requests
-                        .contains_key(&rk)
-                        .map_err(|e| self.sled_error(e))?
-                {
-                    requests.insert(rk.as_slice(), &id.0);
+                if !request_keys.contains(&rk) && !self.contains(&rk)? {
+                    batch.insert(rk.as_slice(), &at);
                     request_keys.insert(rk);
                 }
             }
             for unit in created_units(e.body()) {
-                units.insert(unit.as_str().as_bytes(), e.coi().as_str().as_bytes());
+                batch.insert(unit_key(unit), e.coi().as_str().as_bytes());
             }
             n_indexed += 1;
+        }
+        for (coi, len) in lens {
+            batch.insert(chain_len_key(coi), &len.to_be_bytes());
         }
         let mut value = Vec::with_capacity(20);
         value.extend_from_slice(&INDEX_FORMAT.to_be_bytes());
         value.extend_from_slice(&applied.offset.to_be_bytes());
         value.extend_from_slice(&applied.n_records.to_be_bytes());
-        meta.insert(APPLIED_KEY, value);
-        let trees = (
-            &self.meta,
-            &self.events,
-            &self.feeds,
-            &self.chains,
-            &self.chain_len,
-            &self.requests,
-            &self.units,
-        );
-        let result: Result<(), TransactionError<Infallible>> = trees.transaction(
-            |(t_meta, t_events, t_feeds, t_chains, t_chain_len, t_requests, t_units)| {
-                t_meta.apply_batch(&meta)?;
-                t_events.apply_batch(&events)?;
-                t_feeds.apply_batch(&feeds)?;
-                t_chains.apply_batch(&chains)?;
-                t_chain_len.apply_batch(&chain_len)?;
-                t_requests.apply_batch(&requests)?;
-                t_units.apply_batch(&units)?;
-                Ok::<(), ConflictableTransactionError<Infallible>>(())
-            },
-        );
-        match result {
-            Ok(()) => Ok(n_indexed),
-            Err(TransactionError::Storage(e)) => Err(self.sled_error(e)),
-            Err(TransactionError::Abort(never)) => match never {},
-        }
+        batch.insert(APPLIED_KEY, value);
+        self.tree
+            .apply_batch(batch)
+            .map_err(|e| self.sled_error(e))?;
+        Ok(n_indexed)
     }
 
-    pub(super) fn event(&self, id: &EventId) -> Result<Option<Event>, StoreError> {
-        let Some(bytes) = self.events.get(id.0).map_err(|e| self.sled_error(e))? else {
-            return Ok(None);
-        };
-        let event =
-            Event::from_bytes(&bytes).map_err(|e| corrupt("events", &id.0, e.to_string()))?;
-        if event.id() != *id {
-            return Err(corrupt(
-                "events",
-                &id.0,
-                format!("stored bytes hash to {}", event.id()),
-            ));
-        }
-        Ok(Some(event))
+    pub(super) fn event(&self, id: &EventId) -> Result<Option<Loc>, StoreError> {
+        let k = event_key(id);
+        self.get(&k)?.map(|v| loc(&k, &v)).transpose()
     }
 
-    pub(super) fn feed_event(
-        &self,
-        site: &SiteId,
-        seq: Seq,
-    ) -> Result<Option<EventId>, StoreError> {
-        let key = feed_key(site, seq);
-        match self.feeds.get(&key).map_err(|e| self.sled_error(e))? {
-            None => Ok(None),
-            Some(v) => event_id("feeds", &key, &v).map(Some),
-        }
+    pub(super) fn feed_event(&self, site: &SiteId, seq: Seq) -> Result<Option<Loc>, StoreError> {
+        let k = feed_key(site, seq);
+        self.get(&k)?.map(|v| loc(&k, &v)).transpose()
     }
 
+    /// Chain positions after `after`, at most `limit`, with where each event sits.
     pub(super) fn chain(
         &self,
         coi: &Coi,
         after: u64,
         limit: usize,
-    ) -> Result<Vec<(u64, Event)>, StoreError> {
+    ) -> Result<Vec<(u64, Loc)>, StoreError> {
         let Some(first) = after.checked_add(1) else {
             return Ok(Vec::new());
         };
-        let mut out = Vec::new();
+        let mut out: Vec<(u64, Loc)> = Vec::new();
         for item in self
-            .chains
+            .tree
             .range(chain_key(coi, first)..=chain_key(coi, u64::MAX))
             .take(limit)
         {
             let (key, value) = item.map_err(|e| self.sled_error(e))?;
-            let position = u64_be("chains", &key, &key[key.len().saturating_sub(8)..])?;
-            let id = event_id("chains", &key, &value)?;
-            let event = self.event(&id)?.ok_or_else(|| {
-                corrupt(
-                    "chains",
-                    &key,
-                    format!("event {id} is not in the events tree"),
-                )
-            })?;
-            if out.last().is_some_and(|(p, _)| *p + 1 != position)
-                || (out.is_empty() && position != first)
-            {
+            let position = u64_be(&key, &key[key.len().saturating_sub(8)..])?;
+            let expected = out.last().map_or(first, |(p, _)| p + 1);
+            if position != expected {
                 return Err(corrupt(
-                    "chains",
                     &key,
-                    format!("position {position} does not follow the previous one"),
+                    format!("chain position {position} where {expected} should be"),
                 ));
             }
-            out.push((position, event));
+            out.push((position, loc(&key, &value)?));
         }
         Ok(out)
     }
 
     pub(super) fn chain_len(&self, coi: &Coi) -> Result<u64, StoreError> {
-        let key = coi.as_str().as_bytes();
-        match self.chain_len.get(key).map_err(|e| self.sled_error(e))? {
+        let k = chain_len_key(coi);
+        match self.get(&k)? {
             None => Ok(0),
-            Some(v) => u64_be("chain_len", key, &v),
+            Some(v) => u64_be(&k, &v),
         }
     }
 
@@ -426,24 +375,21 @@ impl Index {
         &self,
         site: &SiteId,
         request_id: &str,
-    ) -> Result<Option<EventId>, StoreError> {
-        let key = request_key(site, request_id);
-        match self.requests.get(&key).map_err(|e| self.sled_error(e))? {
-            None => Ok(None),
-            Some(v) => event_id("requests", &key, &v).map(Some),
-        }
+    ) -> Result<Option<Loc>, StoreError> {
+        let k = request_key(site, request_id);
+        self.get(&k)?.map(|v| loc(&k, &v)).transpose()
     }
 
     pub(super) fn unit_coi(&self, unit: &UnitId) -> Result<Option<Coi>, StoreError> {
-        let key = unit.as_str().as_bytes();
-        match self.units.get(key).map_err(|e| self.sled_error(e))? {
+        let k = unit_key(unit);
+        match self.get(&k)? {
             None => Ok(None),
             Some(v) => {
-                let text = std::str::from_utf8(&v)
-                    .map_err(|_| corrupt("units", key, "value is not UTF-8"))?;
+                let text =
+                    std::str::from_utf8(&v).map_err(|_| corrupt(&k, "value is not UTF-8"))?;
                 Coi::parse(text)
                     .map(Some)
-                    .map_err(|e| corrupt("units", key, e.to_string()))
+                    .map_err(|e| corrupt(&k, e.to_string()))
             }
         }
     }

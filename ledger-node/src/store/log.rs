@@ -21,6 +21,7 @@ use super::{BadRecord, Record, StoreError, PAYLOAD_BYTES_MAX, REQUEST_ID_BYTES_M
 use ledger_core::Event;
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 pub(super) const LOG_FILE: &str = "events.log";
@@ -34,6 +35,76 @@ pub(super) const FRAME_HEADER_LEN: usize = 8;
 pub(super) const RECORD_KIND_EVENT: u8 = 1;
 /// Kind, request id length and at least one byte of event.
 const PAYLOAD_BYTES_MIN: usize = 1 + 2 + 1;
+
+/// Where a record sits in the log: the offset of its frame and the frame's length (header
+/// included). The index stores these instead of copies of the events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Loc {
+    pub offset: u64,
+    pub len: u32,
+}
+
+impl Loc {
+    pub(super) const BYTES: usize = 12;
+
+    pub(super) fn to_bytes(self) -> [u8; Loc::BYTES] {
+        let mut b = [0u8; Loc::BYTES];
+        b[..8].copy_from_slice(&self.offset.to_be_bytes());
+        b[8..].copy_from_slice(&self.len.to_be_bytes());
+        b
+    }
+
+    pub(super) fn from_bytes(b: &[u8]) -> Option<Loc> {
+        let b: &[u8; Loc::BYTES] = b.try_into().ok()?;
+        let (offset, len) = b.split_at(8);
+        Some(Loc {
+            offset: u64::from_be_bytes(offset.try_into().ok()?),
+            len: u32::from_be_bytes(len.try_into().ok()?),
+        })
+    }
+}
+
+/// Reads the record at `loc` (one `pread`), checking its framing, CRC and event as the
+/// scanner does. Safe from any thread: the log is only ever appended to past `loc`.
+///
+/// # Errors
+/// [`StoreError::Io`]; [`StoreError::LogRecordUnreadable`] when the bytes there are not the
+/// record the index says they are.
+pub(super) fn read_at(file: &File, path: &Path, loc: Loc) -> Result<Record, StoreError> {
+    let unreadable = |reason: String| StoreError::LogRecordUnreadable {
+        path: path.to_path_buf(),
+        offset: loc.offset,
+        reason,
+    };
+    let len = loc.len as usize;
+    if !(FRAME_HEADER_LEN + PAYLOAD_BYTES_MIN..=FRAME_HEADER_LEN + PAYLOAD_BYTES_MAX).contains(&len)
+    {
+        return Err(unreadable(format!("record length {len} is impossible")));
+    }
+    let mut buf = vec![0u8; len];
+    if let Err(e) = file.read_exact_at(&mut buf, loc.offset) {
+        return Err(match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => {
+                unreadable(format!("the log ends before the {len}-byte record"))
+            }
+            _ => io_error("reading", path)(e),
+        });
+    }
+    let (frame, payload) = buf.split_at(FRAME_HEADER_LEN);
+    let payload_len = u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize;
+    if payload_len != payload.len() {
+        return Err(unreadable(format!(
+            "the frame says {payload_len} payload bytes, the index {}",
+            payload.len()
+        )));
+    }
+    let stored = u32::from_le_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    let computed = crc32fast::hash(payload);
+    if stored != computed {
+        return Err(unreadable(BadRecord::Crc { stored, computed }.to_string()));
+    }
+    decode_payload(payload).map_err(|bad| unreadable(bad.to_string()))
+}
 
 /// Appends the framed record to `out`.
 ///

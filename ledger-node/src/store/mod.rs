@@ -54,8 +54,9 @@ mod log;
 use index::{Applied, Index};
 use ledger_core::event::EVENT_BYTES_MAX;
 use ledger_core::{Coi, Event, EventId, Seq, SiteId, UnitId};
-use log::{LogWriter, Scanner, Step};
+use log::{Loc, LogWriter, Scanner, Step};
 use std::collections::HashSet;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -159,6 +160,12 @@ pub enum StoreError {
         key: String,
         reason: String,
     },
+    #[error("{} at offset {offset}, where the index points: {reason}; stop the node and run `ledger-node rebuild-index` (if that fails too, the log is damaged: restore it from a backup or a replica)", path.display())]
+    LogRecordUnreadable {
+        path: PathBuf,
+        offset: u64,
+        reason: String,
+    },
     #[error("{} is not an event log ({n_bytes} bytes, no valid header); point the node at the right data directory", path.display())]
     NotALog { path: PathBuf, n_bytes: u64 },
     #[error("{} has log format {version}, this build reads format {supported}; run a matching ledger-node", path.display())]
@@ -217,7 +224,8 @@ pub enum CorruptDetail {
 /// (by position in the slice written) and the log position after them.
 #[derive(Debug)]
 pub struct Written {
-    new: Vec<usize>,
+    /// Positions in the written slice of the records that were new, and where each landed.
+    new: Vec<(usize, Loc)>,
     applied: Option<Applied>,
 }
 
@@ -226,6 +234,10 @@ pub struct Written {
 #[derive(Debug)]
 pub struct Store {
     log: Mutex<LogWriter>,
+    /// A read handle on the log for lookups (`pread`, no lock): records behind the index's
+    /// applied offset never change.
+    reader: File,
+    log_path: PathBuf,
     index: Index,
     n_events: AtomicU64,
 }
@@ -337,14 +349,27 @@ impl Store {
                 bytes_max: COMMIT_BYTES_MAX,
             });
         }
+        let before = log.end();
         let mut frames = Vec::with_capacity(n_bytes);
+        let mut new_locs = Vec::with_capacity(new.len());
         for r in &new {
             debug_assert_eq!(
                 Event::from_bytes(r.event.bytes()).map(|e| e.id()).ok(),
                 Some(r.event.id()),
                 "event bytes must read back as the event"
             );
+            let start = frames.len();
             log::encode_record(r, &mut frames)?;
+            let len = u32::try_from(frames.len() - start).expect("a record is < 4 GiB");
+            let at = Loc {
+                offset: before + start as u64,
+                len,
+            };
+            let i = records
+                .iter()
+                .position(|x| std::ptr::eq(x, *r))
+                .expect("new records are borrowed from records");
+            new_locs.push((i, at));
         }
         assert_eq!(
             frames.len(),
@@ -353,7 +378,6 @@ impl Store {
             frames.len(),
             n_bytes
         );
-        let before = log.end();
         log.append(&frames, new.len() as u64)?;
         assert_eq!(
             log.end(),
@@ -365,17 +389,8 @@ impl Store {
             offset: log.end(),
             n_records: log.n_records(),
         };
-        let new_idx: Vec<usize> = new
-            .iter()
-            .map(|r| {
-                records
-                    .iter()
-                    .position(|x| std::ptr::eq(x, *r))
-                    .unwrap_or(usize::MAX)
-            })
-            .collect();
         Ok(Written {
-            new: new_idx,
+            new: new_locs,
             applied: Some(applied),
         })
     }
@@ -391,7 +406,11 @@ impl Store {
         let Some(applied) = written.applied else {
             return Ok(());
         };
-        let new: Vec<&Record> = written.new.iter().filter_map(|&i| records.get(i)).collect();
+        let new: Vec<(&Record, Loc)> = written
+            .new
+            .iter()
+            .filter_map(|&(i, at)| records.get(i).map(|r| (r, at)))
+            .collect();
         assert_eq!(
             new.len(),
             written.new.len(),
@@ -419,32 +438,67 @@ impl Store {
         }
     }
 
+    fn read(&self, at: Loc) -> Result<Record, StoreError> {
+        log::read_at(&self.reader, &self.log_path, at)
+    }
+
     /// # Errors
-    /// [`StoreError::Sled`] or [`StoreError::IndexCorrupt`].
+    /// [`StoreError::Sled`], [`StoreError::IndexCorrupt`], [`StoreError::Io`] or
+    /// [`StoreError::LogRecordUnreadable`] (as for every read below).
     pub fn event(&self, id: &EventId) -> Result<Option<Event>, StoreError> {
-        self.index.event(id)
+        let Some(at) = self.index.event(id)? else {
+            return Ok(None);
+        };
+        let event = self.read(at)?.event;
+        if event.id() != *id {
+            return Err(StoreError::LogRecordUnreadable {
+                path: self.log_path.clone(),
+                offset: at.offset,
+                reason: format!("the index says event {id}, the log holds {}", event.id()),
+            });
+        }
+        Ok(Some(event))
     }
 
     /// The first event stored at `(site, seq)`.
     ///
     /// # Errors
-    /// [`StoreError::Sled`] or [`StoreError::IndexCorrupt`].
+    /// As for [`Store::event`].
     pub fn feed_event(&self, site: &SiteId, seq: Seq) -> Result<Option<EventId>, StoreError> {
-        self.index.feed_event(site, seq)
+        match self.index.feed_event(site, seq)? {
+            None => Ok(None),
+            Some(at) => Ok(Some(self.read(at)?.event.id())),
+        }
     }
 
     /// Events of a chain in the order they were committed, positions 1-based: those with
     /// position > `after`, at most `limit`.
     ///
     /// # Errors
-    /// [`StoreError::Sled`] or [`StoreError::IndexCorrupt`].
+    /// As for [`Store::event`].
     pub fn chain(
         &self,
         coi: &Coi,
         after: u64,
         limit: usize,
     ) -> Result<Vec<(u64, Event)>, StoreError> {
-        self.index.chain(coi, after, limit)
+        let locs = self.index.chain(coi, after, limit)?;
+        let mut out = Vec::with_capacity(locs.len());
+        for (position, at) in locs {
+            let event = self.read(at)?.event;
+            if event.coi() != coi {
+                return Err(StoreError::LogRecordUnreadable {
+                    path: self.log_path.clone(),
+                    offset: at.offset,
+                    reason: format!(
+                        "the index puts it at position {position} of chain {coi}, the event is of chain {}",
+                        event.coi()
+                    ),
+                });
+            }
+            out.push((position, event));
+        }
+        Ok(out)
     }
 
     /// # Errors
@@ -459,7 +513,22 @@ impl Store {
     /// # Errors
     /// [`StoreError::Sled`] or [`StoreError::IndexCorrupt`].
     pub fn request(&self, site: &SiteId, request_id: &str) -> Result<Option<EventId>, StoreError> {
-        self.index.request(site, request_id)
+        Ok(self.request_event(site, request_id)?.map(|e| e.id()))
+    }
+
+    /// The event first stored with `(site, request_id)`, for answering a retry.
+    ///
+    /// # Errors
+    /// As for [`Store::event`].
+    pub fn request_event(
+        &self,
+        site: &SiteId,
+        request_id: &str,
+    ) -> Result<Option<Event>, StoreError> {
+        match self.index.request(site, request_id)? {
+            None => Ok(None),
+            Some(at) => Ok(Some(self.read(at)?.event)),
+        }
     }
 
     /// Which chain a unit belongs to (set when a collection, transformation or
@@ -515,7 +584,7 @@ fn open_with(
     // Whether the index's applied position is a record boundary of this log (with the
     // same number of records before it); from there on, records are replayed.
     let mut in_step = applied == start;
-    let mut pending: Vec<Record> = Vec::new();
+    let mut pending: Vec<(Record, Loc)> = Vec::new();
     let bad = loop {
         let offset = scanner.offset();
         if offset == applied.offset && n_records == applied.n_records {
@@ -528,10 +597,10 @@ fn open_with(
                 visit(&record);
                 n_records += 1;
                 if in_step && end > applied.offset {
-                    pending.push(*record);
+                    pending.push((*record, loc_between(offset, end)));
                     if pending.len() == REPLAY_BATCH_RECORDS {
                         report.reindexed += index.apply(
-                            &pending.iter().collect::<Vec<_>>(),
+                            &as_refs(&pending),
                             Applied {
                                 offset: end,
                                 n_records,
@@ -585,7 +654,7 @@ fn open_with(
     if in_step {
         if !pending.is_empty() {
             report.reindexed += index.apply(
-                &pending.iter().collect::<Vec<_>>(),
+                &as_refs(&pending),
                 Applied {
                     offset: valid_end,
                     n_records,
@@ -615,26 +684,45 @@ fn open_with(
     );
     report.n_records = n_records;
     report.log_bytes = valid_end;
+    let reader = File::open(&path).map_err(|source| StoreError::Io {
+        op: "opening",
+        path: path.clone(),
+        source,
+    })?;
     let store = Store {
         log: Mutex::new(writer),
+        reader,
+        log_path: path,
         index,
         n_events: AtomicU64::new(n_records),
     };
     Ok((store, report))
 }
 
+fn loc_between(start: u64, end: u64) -> Loc {
+    Loc {
+        offset: start,
+        len: u32::try_from(end - start).expect("the scanner bounds a record by RECORD_BYTES_MAX"),
+    }
+}
+
+fn as_refs(pending: &[(Record, Loc)]) -> Vec<(&Record, Loc)> {
+    pending.iter().map(|(r, at)| (r, *at)).collect()
+}
+
 /// Replays every record of the log up to `end` into an empty index.
 fn reindex_all(index: &Index, path: &Path, end: u64) -> Result<u64, StoreError> {
     let mut scanner = Scanner::new(path, end)?;
-    let mut pending: Vec<Record> = Vec::new();
+    let mut pending: Vec<(Record, Loc)> = Vec::new();
     let mut n_records = 0u64;
     let mut n_indexed = 0u64;
     loop {
+        let start = scanner.offset();
         let step = scanner.next_record()?;
         let done = matches!(step, Step::End);
         match step {
-            Step::Record { record, .. } => {
-                pending.push(*record);
+            Step::Record { record, end } => {
+                pending.push((*record, loc_between(start, end)));
                 n_records += 1;
             }
             Step::End => {}
@@ -650,7 +738,7 @@ fn reindex_all(index: &Index, path: &Path, end: u64) -> Result<u64, StoreError> 
         }
         if pending.len() == REPLAY_BATCH_RECORDS || (done && !pending.is_empty()) {
             n_indexed += index.apply(
-                &pending.iter().collect::<Vec<_>>(),
+                &as_refs(&pending),
                 Applied {
                     offset: scanner.offset(),
                     n_records,
