@@ -1,7 +1,8 @@
 //! Node append figures, each printed next to a bare ceiling measured in the same run, as a
 //! ratio with ok/MISSED against its target:
 //! `cargo bench -p ledger-node --bench append` (full run, about three minutes), or with
-//! `-- --quick` (or `BENCH_QUICK=1`) for short windows and no memory figure while developing.
+//! `-- --quick` (or `BENCH_QUICK=1`) for short windows and no memory figure while developing;
+//! `-- --only-memory` runs the memory figure alone.
 //!
 //! Ceilings: (a) `UnsignedEvent::sign` (encode + hash + sign) on every core; (b) bare
 //! `write` + `fdatasync` of a ~300-byte record appended to a file on the file system that
@@ -64,6 +65,13 @@ const APPEND_BATCH_MAX: usize = 1000;
 const CHAIN_PAGE_MAX: i32 = 5000;
 /// Figure 6: events in the node, spread over chains of a patient journey's order of length.
 const MEMORY_EVENTS: usize = 1_000_000;
+/// A smaller upload while profiling (`BENCH_MEMORY_EVENTS`); the figure needs the default.
+fn memory_events() -> usize {
+    std::env::var("BENCH_MEMORY_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(MEMORY_EVENTS)
+}
 const MEMORY_CHAIN_EVENTS: usize = 100;
 const MEMORY_UPLOADERS: usize = 8;
 /// Timings taken as the best of several rounds, as in the core benchmark.
@@ -86,13 +94,16 @@ const CLINICS: [&str; 2] = ["clinic-a", "clinic-s"];
 #[derive(Debug, Clone, Copy)]
 struct Mode {
     quick: bool,
+    /// `--only-memory`: just figure 6.
+    only_memory: bool,
 }
 
 impl Mode {
     fn from_env() -> Mode {
         let quick = std::env::args().any(|a| a == "--quick")
             || std::env::var("BENCH_QUICK").is_ok_and(|v| v != "0" && !v.is_empty());
-        Mode { quick }
+        let only_memory = std::env::args().any(|a| a == "--only-memory");
+        Mode { quick, only_memory }
     }
 
     fn name(self) -> &'static str {
@@ -550,7 +561,17 @@ impl NodeProcess {
     /// "listening on" line.
     fn start(data_dir: &Path) -> anyhow::Result<NodeProcess> {
         let metrics_addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ledger-node"));
+        // BENCH_NODE_WRAPPER runs the node under a profiler, e.g. "heaptrack -o /tmp/node".
+        let wrapper = std::env::var("BENCH_NODE_WRAPPER").unwrap_or_default();
+        let mut wrapper = wrapper.split_whitespace();
+        let mut cmd = match wrapper.next() {
+            Some(program) => {
+                let mut cmd = Command::new(program);
+                cmd.args(wrapper).arg(env!("CARGO_BIN_EXE_ledger-node"));
+                cmd
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_ledger-node")),
+        };
         // The node reads LEDGER_* variables as configuration: start it from defaults only.
         for (k, _) in std::env::vars_os() {
             if k.to_string_lossy().starts_with("LEDGER_") {
@@ -1197,7 +1218,7 @@ async fn upload_million(node: &NodeProcess) -> anyhow::Result<(u64, Refusals, Du
         0,
         "batches hold whole chains"
     );
-    let n_chains = MEMORY_EVENTS / MEMORY_CHAIN_EVENTS;
+    let n_chains = memory_events() / MEMORY_CHAIN_EVENTS;
     let chains_per_batch = APPEND_BATCH_MAX / MEMORY_CHAIN_EVENTS;
     let n_batches = n_chains / chains_per_batch;
     let next_batch = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -1252,6 +1273,49 @@ async fn upload_million(node: &NodeProcess) -> anyhow::Result<(u64, Refusals, Du
     Ok((n_ok, refusals, started.elapsed()))
 }
 
+/// Figure 6: a fresh node's RSS after `MEMORY_EVENTS` appended events.
+fn memory_figure(
+    root: &Path,
+    runtime: &tokio::runtime::Runtime,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let mut node = NodeProcess::start(&root.join("memory-node"))?;
+    let (rss_start, _) = node.memory_kib()?;
+    println!(
+        "memory: fresh node RSS {:.1} MiB; uploading {} events ({} chains of {MEMORY_CHAIN_EVENTS}, AppendBatch of {APPEND_BATCH_MAX}, {MEMORY_UPLOADERS} uploaders)",
+        rss_start as f64 / 1024.0,
+        memory_events(),
+        memory_events() / MEMORY_CHAIN_EVENTS
+    );
+    let (n_ok, refusals, took) = runtime.block_on(upload_million(&node))?;
+    let (rss, hwm) = node.memory_kib()?;
+    let store_dir = node.data_dir.join("store");
+    println!(
+        "memory: {n_ok} events acknowledged in {:.0} s ({:.0}/s); node RSS {:.1} MiB (peak {:.1} MiB); store on disk {:.0} MiB (log + index)",
+        took.as_secs_f64(),
+        per_second(n_ok, took),
+        rss as f64 / 1024.0,
+        hwm as f64 / 1024.0,
+        dir_bytes(&store_dir) as f64 / 1_048_576.0
+    );
+    println!("  {}", refusals.describe());
+    let rss_mib = rss as f64 / 1024.0;
+    report.row(
+        "node RSS after 1,000,000 events",
+        format!("{rss_mib:.1} MiB (peak {:.1})", hwm as f64 / 1024.0),
+        "—".into(),
+        "—".into(),
+        "< 200 MiB",
+        Some(rss_mib < 200.0 && n_ok as usize == MEMORY_EVENTS && memory_events() == MEMORY_EVENTS),
+    );
+    let more = node.problems();
+    node.stop()?;
+    for p in more {
+        println!("node (memory run) logged: {p}");
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let mode = Mode::from_env();
     let n_cores = cores();
@@ -1268,13 +1332,22 @@ fn main() -> anyhow::Result<()> {
         fs_type(root.path())
     );
     println!(
-        "node: {} as its own process, default configuration (sled cache 32 MiB), metrics on",
-        env!("CARGO_BIN_EXE_ledger-node")
+        "node: {} as its own process, default configuration (sled cache {} MiB), metrics on",
+        env!("CARGO_BIN_EXE_ledger-node"),
+        ledger_node::config::SLED_CACHE_MIB_DEFAULT
     );
     println!(
         "NOTE: the benchmark's clients and the node share the same {n_cores} cores; the CPU split is printed per figure"
     );
     let mut report = Report::default();
+    if mode.only_memory {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        memory_figure(root.path(), &runtime, &mut report)?;
+        report.print();
+        return Ok(());
+    }
 
     // --- Ceiling (a), before the node exists --------------------------------------------
     // Best of several short windows: the round least disturbed by other work on a shared
@@ -1506,39 +1579,7 @@ fn main() -> anyhow::Result<()> {
     if mode.quick {
         println!("memory figure: skipped in quick mode (it appends {MEMORY_EVENTS} events)");
     } else {
-        let mut node = NodeProcess::start(&root.path().join("memory-node"))?;
-        let (rss_start, _) = node.memory_kib()?;
-        println!(
-            "memory: fresh node RSS {:.1} MiB; uploading {MEMORY_EVENTS} events ({} chains of {MEMORY_CHAIN_EVENTS}, AppendBatch of {APPEND_BATCH_MAX}, {MEMORY_UPLOADERS} uploaders)",
-            rss_start as f64 / 1024.0,
-            MEMORY_EVENTS / MEMORY_CHAIN_EVENTS
-        );
-        let (n_ok, refusals, took) = runtime.block_on(upload_million(&node))?;
-        let (rss, hwm) = node.memory_kib()?;
-        let store_dir = node.data_dir.join("store");
-        println!(
-            "memory: {n_ok} events acknowledged in {:.0} s ({:.0}/s); node RSS {:.1} MiB (peak {:.1} MiB); store on disk {:.0} MiB (log + index)",
-            took.as_secs_f64(),
-            per_second(n_ok, took),
-            rss as f64 / 1024.0,
-            hwm as f64 / 1024.0,
-            dir_bytes(&store_dir) as f64 / 1_048_576.0
-        );
-        println!("  {}", refusals.describe());
-        let rss_mib = rss as f64 / 1024.0;
-        report.row(
-            "node RSS after 1,000,000 events",
-            format!("{rss_mib:.1} MiB (peak {:.1})", hwm as f64 / 1024.0),
-            "—".into(),
-            "—".into(),
-            "< 200 MiB",
-            Some(rss_mib < 200.0 && n_ok as usize == MEMORY_EVENTS),
-        );
-        let more = node.problems();
-        node.stop()?;
-        for p in more {
-            println!("node (memory run) logged: {p}");
-        }
+        memory_figure(root.path(), &runtime, &mut report)?;
     }
     drop(runtime);
 

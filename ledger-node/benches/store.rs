@@ -16,6 +16,10 @@ use ledger_core::{
 use ledger_node::store::{Record, Store, StoreConfig};
 use std::time::{Duration, Instant};
 
+// The node's allocator, so RSS means what it means in the node.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 const GROUP: usize = 32;
 const CHAIN_EVENTS: usize = 100;
 

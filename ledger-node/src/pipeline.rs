@@ -103,7 +103,9 @@ impl Pipeline {
         let durable_groups = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let (indexed_tx, indexed_groups) = tokio::sync::watch::channel(0u64);
         let (index_tx, index_rx) = std::sync::mpsc::sync_channel::<Durable>(INDEX_QUEUE_GROUPS);
+        let backlog = Arc::new(Backlog::default());
         let indexer = Indexer {
+            backlog: backlog.clone(),
             rx: index_rx,
             store: store.clone(),
             ledger: ledger.clone(),
@@ -125,6 +127,7 @@ impl Pipeline {
             durable_groups: durable_groups.clone(),
             index_tx: Some(index_tx),
             indexer: Some(indexer),
+            backlog,
         };
         let handle = std::thread::Builder::new()
             .name("committer".into())
@@ -298,6 +301,7 @@ struct Committer {
     /// Dropped when the committer ends, which ends the indexer after its last group.
     index_tx: Option<std::sync::mpsc::SyncSender<Durable>>,
     indexer: Option<std::thread::JoinHandle<()>>,
+    backlog: Arc<Backlog>,
 }
 
 /// A durable group on its way to the index.
@@ -307,9 +311,43 @@ struct Durable {
     written: crate::store::Written,
 }
 
-/// Groups written but not yet indexed; the committer waits when the indexer is this far
-/// behind.
+/// Groups written but not yet indexed (a channel bound; [`INDEX_BACKLOG_EVENTS`] is the
+/// one that usually applies).
 const INDEX_QUEUE_GROUPS: usize = 64;
+
+/// Events durable but not yet indexed before the committer waits for the indexer. Appends
+/// are answered at durability, so without this bound a fast uploader would fill memory
+/// with groups the index has not caught up with (a single larger group still passes when
+/// nothing is waiting).
+const INDEX_BACKLOG_EVENTS: u64 = 8192;
+
+/// Events handed to the indexer and not yet indexed, shared by the committer (which waits
+/// on it) and the indexer (which releases it).
+#[derive(Default)]
+struct Backlog {
+    events: Mutex<u64>,
+    released: std::sync::Condvar,
+}
+
+impl Backlog {
+    /// Waits until `n` more events fit (or the backlog is empty), then counts them.
+    fn acquire(&self, n: u64) {
+        let mut events = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        while *events > 0 && *events + n > INDEX_BACKLOG_EVENTS {
+            events = self
+                .released
+                .wait(events)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+        *events += n;
+    }
+
+    fn release(&self, n: u64) {
+        let mut events = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        *events = events.saturating_sub(n);
+        self.released.notify_all();
+    }
+}
 
 impl Committer {
     fn run(mut self) {
@@ -370,6 +408,7 @@ impl Committer {
                     for reply in replies {
                         let _ = reply.send(Ok(()));
                     }
+                    self.backlog.acquire(records.len() as u64);
                     let sent = self.index_tx.as_ref().is_some_and(|tx| {
                         tx.send(Durable {
                             records,
@@ -412,30 +451,55 @@ struct Indexer {
     stopped: Arc<AtomicBool>,
     shutdown: CancellationToken,
     indexed_groups: tokio::sync::watch::Sender<u64>,
+    backlog: Arc<Backlog>,
 }
+
+/// Durable groups indexed in one sled batch when the indexer has fallen behind.
+const INDEX_BATCH_GROUPS: usize = 16;
 
 impl Indexer {
     fn run(self) {
-        while let Ok(group) = self.rx.recv() {
-            if let Err(e) = self.store.index(&group.records, &group.written) {
+        while let Ok(first) = self.rx.recv() {
+            let mut groups = vec![first];
+            while groups.len() < INDEX_BATCH_GROUPS {
+                match self.rx.try_recv() {
+                    Ok(g) => groups.push(g),
+                    Err(_) => break,
+                }
+            }
+            let refs: Vec<(&[Record], &crate::store::Written)> = groups
+                .iter()
+                .map(|g| (g.records.as_slice(), &g.written))
+                .collect();
+            let n_events: u64 = groups.iter().map(|g| g.records.len() as u64).sum();
+            if let Err(e) = self.store.index_groups(&refs) {
                 tracing::error!(error = %e, "index failure: the events are durable in the log but not indexed; shutting down, a restart replays them");
                 self.stopped.store(true, Ordering::Release);
                 self.shutdown.cancel();
+                // Dropping the receiver makes the committer's next send fail; never leave
+                // it waiting for room.
+                self.backlog.release(u64::MAX);
                 return;
             }
-            self.ledger
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .committed(&group.meta);
-            for (record, (coi, position, _, _)) in group.records.into_iter().zip(group.meta) {
-                // No receiver is fine: nobody is watching.
-                let _ = self.committed.send(Arc::new(Committed {
-                    coi,
-                    position,
-                    event: record.event,
-                }));
+            self.backlog.release(n_events);
+            {
+                let mut ledger = self.ledger.lock().unwrap_or_else(|p| p.into_inner());
+                for g in &groups {
+                    ledger.committed(&g.meta);
+                }
             }
-            self.indexed_groups.send_modify(|v| *v += 1);
+            let n_groups = groups.len() as u64;
+            for group in groups {
+                for (record, (coi, position, _, _)) in group.records.into_iter().zip(group.meta) {
+                    // No receiver is fine: nobody is watching.
+                    let _ = self.committed.send(Arc::new(Committed {
+                        coi,
+                        position,
+                        event: record.event,
+                    }));
+                }
+            }
+            self.indexed_groups.send_modify(|v| *v += n_groups);
         }
     }
 }

@@ -403,19 +403,39 @@ impl Store {
     /// [`StoreError::Sled`]; after a failure the store refuses further writes until a
     /// restart replays the log.
     pub fn index(&self, records: &[Record], written: &Written) -> Result<(), StoreError> {
-        let Some(applied) = written.applied else {
+        self.index_groups(&[(records, written)])
+    }
+
+    /// [`Store::index`] for several written groups at once, in write order, as one sled
+    /// batch (sled's cost is mostly per batch and per key, so an indexer that fell behind
+    /// catches up in fewer, larger batches).
+    ///
+    /// # Errors
+    /// As [`Store::index`].
+    pub fn index_groups(&self, groups: &[(&[Record], &Written)]) -> Result<(), StoreError> {
+        let mut new: Vec<(&Record, Loc)> = Vec::new();
+        let mut applied = None;
+        for (records, written) in groups {
+            let Some(a) = written.applied else {
+                continue;
+            };
+            let before = new.len();
+            new.extend(
+                written
+                    .new
+                    .iter()
+                    .filter_map(|&(i, at)| records.get(i).map(|r| (r, at))),
+            );
+            assert_eq!(
+                new.len() - before,
+                written.new.len(),
+                "the ticket names records that were not passed to index"
+            );
+            applied = Some(a);
+        }
+        let Some(applied) = applied else {
             return Ok(());
         };
-        let new: Vec<(&Record, Loc)> = written
-            .new
-            .iter()
-            .filter_map(|&(i, at)| records.get(i).map(|r| (r, at)))
-            .collect();
-        assert_eq!(
-            new.len(),
-            written.new.len(),
-            "the ticket names records that were not passed to index"
-        );
         match self.index.apply(&new, applied) {
             Ok(n_indexed) => {
                 assert_eq!(
