@@ -88,6 +88,37 @@ fn intact_bundle_exits_0_with_json_verdict() {
     assert!(String::from_utf8_lossy(&text.stdout).starts_with("INTACT"));
 }
 
+/// Runs `ledger` with standard output a pipe whose reading end is already closed, as in
+/// `ledger verify-bundle ... | head -0`: every write fails with a broken pipe.
+fn ledger_into_closed_pipe(args: &[&str]) -> Output {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    Command::new(env!("CARGO_BIN_EXE_ledger"))
+        .args(args)
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run ledger")
+}
+
+#[test]
+fn a_closed_pipe_neither_panics_nor_changes_the_exit_code() {
+    let s = Setup::new();
+    s.build("valid/standard.toml", "std.bundle");
+    let bytes = std::fs::read(s.path("std.bundle")).expect("read");
+    std::fs::write(s.path("cut.bundle"), &bytes[..bytes.len() / 2]).expect("write");
+    for (bundle, code) in [("std.bundle", 0), ("cut.bundle", 1)] {
+        for output in ["text", "json"] {
+            let (b, a) = (s.path(bundle), s.path("anchor.pub"));
+            let out =
+                ledger_into_closed_pipe(&["verify-bundle", &b, "--anchor", &a, "--output", output]);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(code), "{bundle} {output}: {stderr}");
+            assert_eq!(stderr, "", "{bundle} {output}");
+        }
+    }
+}
+
 #[test]
 fn truncated_bundle_exits_1_with_malformed_finding() {
     let s = Setup::new();

@@ -2,6 +2,7 @@
 //! the commands that talk to a node through [`crate::client`] ([`remote`]).
 
 pub mod exit;
+mod out;
 mod remote;
 mod render;
 pub mod replay;
@@ -346,8 +347,8 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
             };
             let report = verify_bundle(&bytes, &anchor, &opts);
             match output {
-                Output::Json => println!("{}", render::verdict_json(&report)),
-                Output::Text => print!("{}", render::verdict_text(&report, &anchor)),
+                Output::Json => out::println(render::verdict_json(&report)),
+                Output::Text => out::print(render::verdict_text(&report, &anchor)),
             }
             Ok(exit::for_verdict(report.verdict.kind))
         }

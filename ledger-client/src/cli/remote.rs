@@ -5,7 +5,7 @@
 use super::exit::{self, CliError};
 use super::replay::{Replay, ReplayError};
 use super::step_file::{append_request, parse_step_file};
-use super::{read_text, render, unreadable, NodeArgs, Output, TokenArgs};
+use super::{out, read_text, render, unreadable, NodeArgs, Output, TokenArgs};
 use crate::client::{Client, ClientConfig, PageToken};
 use ledger_core::{Coi, Millis, Status, Timestamp};
 use std::collections::BTreeMap;
@@ -70,7 +70,7 @@ async fn connect(node: &NodeArgs, token: &TokenArgs) -> Result<Client, CliError>
 }
 
 fn print_json(doc: impl std::fmt::Display) {
-    println!("{doc}");
+    out::println(doc);
 }
 
 pub(super) async fn append(
@@ -91,7 +91,7 @@ pub(super) async fn append(
     let receipt = client.append(req).await?;
     match output {
         Output::Json => print_json(render::receipt_json(&receipt, &request_id)),
-        Output::Text => println!("{}", render::receipt_text(&receipt)),
+        Output::Text => out::println(render::receipt_text(&receipt)),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -105,7 +105,7 @@ pub(super) async fn chain(
     let events = connect(node, token).await?.chain(coi).await?;
     match output {
         Output::Json => print_json(render::chain_json(&events)),
-        Output::Text => print!("{}", render::chain_text(coi, &events)),
+        Output::Text => out::print(render::chain_text(coi, &events)),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -120,7 +120,7 @@ pub(super) async fn verify(
     let v = client.verify(coi).await?;
     match output {
         Output::Json => print_json(render::verification_json(coi, &v)),
-        Output::Text => print!("{}", render::verification_text(coi, client.endpoint(), &v)),
+        Output::Text => out::print(render::verification_text(coi, client.endpoint(), &v)),
     }
     Ok(exit::for_verdict(v.verdict))
 }
@@ -200,7 +200,10 @@ pub(super) async fn watch(
                     let w = item?;
                     match output {
                         Output::Json => print_json(render::event_json(&w.event, Some(w.position))),
-                        Output::Text => println!("{}", render::watched_text(&w)),
+                        Output::Text => out::println(render::watched_text(&w)),
+                    }
+                    if out::closed() {
+                        return Ok(ExitCode::SUCCESS);
                     }
                 }
             },
@@ -223,7 +226,7 @@ pub(super) async fn chains(
         .await?;
     match output {
         Output::Json => print_json(render::chains_json(&page)),
-        Output::Text => print!("{}", render::chains_text(&page)),
+        Output::Text => out::print(render::chains_text(&page)),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -237,7 +240,7 @@ pub(super) async fn node_info(
     let info = client.node_info().await?;
     match output {
         Output::Json => print_json(render::node_info_json(&info)),
-        Output::Text => print!("{}", render::node_info_text(client.endpoint(), &info)),
+        Output::Text => out::print(render::node_info_text(client.endpoint(), &info)),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -323,7 +326,7 @@ pub(super) async fn replay(
             },
             |r| match output {
                 Output::Json => print_json(render::replayed_json(r)),
-                Output::Text => println!("{}", render::replayed_text(r)),
+                Output::Text => out::println(render::replayed_text(r)),
             },
         )
         .await?;
