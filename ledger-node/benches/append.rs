@@ -1252,7 +1252,7 @@ async fn upload_million(node: &NodeProcess) -> anyhow::Result<(u64, Refusals, Du
                         }
                     }
                 }
-                if (b + 1) % (n_batches / 10).max(1) == 0 {
+                if (b + 1).is_multiple_of((n_batches / 10).max(1)) {
                     println!(
                         "  batch {} of {n_batches} answered after {:.0} s; node RSS {:.1} MiB",
                         b + 1,
