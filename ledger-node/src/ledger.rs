@@ -204,6 +204,9 @@ pub struct Ledger {
     clock_entries: usize,
     clock_budget: usize,
     tick: u64,
+    /// [`Ledger::tick`] at the last trim, and the clock entries it left.
+    last_trim_tick: u64,
+    entries_after_trim: usize,
 }
 
 /// Clock entries kept in memory by default: ~100 B each, so ~10 MiB, far more than the
@@ -251,7 +254,10 @@ impl Ledger {
             n_events: 0,
             clock_entries: 0,
             clock_budget: CLOCK_BUDGET_DEFAULT,
-            tick: 0,
+            // Chains replayed at start-up keep last_used 0: idle, before any trim.
+            tick: 1,
+            last_trim_tick: 1,
+            entries_after_trim: 0,
         }
     }
 
@@ -268,16 +274,28 @@ impl Ledger {
 
     /// Drops the causal clocks of the least recently used chains until at most three
     /// quarters of the budget is held, when the budget is exceeded. Only chains with
-    /// nothing in flight are trimmed, so the store holds every event a rebuild needs.
+    /// nothing in flight are trimmed, so the store holds every event a rebuild needs, and
+    /// only chains not used since the previous trim: a chain being appended to keeps its
+    /// clocks even when active chains alone exceed the budget (rebuilding them on every
+    /// append would cost far more than the memory). A trim scans every chain, so it runs
+    /// again only once the clocks grew by a quarter of the budget. A budget of 0 keeps
+    /// no idle chain's clocks.
     pub fn trim(&mut self) {
-        if self.clock_entries <= self.clock_budget {
+        if self.clock_entries <= self.clock_budget
+            || self.clock_entries < self.entries_after_trim + self.clock_budget / 4
+        {
             return;
         }
+        let cutoff = if self.clock_budget == 0 {
+            u64::MAX
+        } else {
+            self.last_trim_tick
+        };
         let target = self.clock_budget / 4 * 3;
         let mut idle: Vec<(u64, &Coi)> = self
             .chains
             .iter()
-            .filter(|(_, c)| c.clocks.is_some() && c.len == c.committed)
+            .filter(|(_, c)| c.clocks.is_some() && c.len == c.committed && c.last_used < cutoff)
             .map(|(coi, c)| (c.last_used, coi))
             .collect();
         idle.sort_unstable();
@@ -291,6 +309,8 @@ impl Ledger {
                 chain.clocks = None;
             }
         }
+        self.last_trim_tick = self.tick;
+        self.entries_after_trim = self.clock_entries;
     }
 
     /// Makes sure `coi`'s clocks are in memory (rebuilding them from the store in log order,
@@ -458,6 +478,7 @@ impl Ledger {
             .chains
             .entry(draft.coi.clone())
             .or_insert_with(|| Chain::new(draft.coi.clone()));
+        chain.last_used = self.tick;
         let before = chain.n_clock_entries();
         let (projection, findings) = chain.judge(&event, feed_head, role, &self.policy);
         self.clock_entries += chain.n_clock_entries() - before;
