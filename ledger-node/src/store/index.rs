@@ -7,8 +7,9 @@
 //! small fraction of the log and a read is one sled lookup plus one `pread`.
 //!
 //! ```text
-//! 'e' | event id (32)                      -> Loc of the event's record
 //! 'f' | site | 0x00 | seq u64 BE           -> Loc (first event stored at that seq)
+//! 'x' | event id (32)                      -> Loc of a later event at a used feed position
+//!                                             (a fork: kept as evidence)
 //! 'c' | coi (15) | position u64 BE         -> Loc; positions 1, 2, 3, ... in log order
 //! 'l' | coi                                -> u64 BE, the last position
 //! 'r' | site | 0x00 | request id           -> Loc (first event stored with it)
@@ -17,8 +18,10 @@
 //!                                             | records u64 BE
 //! ```
 //!
-//! Site ids never contain 0x00 and a COI is always 15 bytes, so every key decomposes in one
-//! way. Each call to [`Index::apply`] is one sled batch (atomic, one tree), including the
+//! An event is found by its feed position, where its id is compared with the record's;
+//! there is no key per event id, because random ids spread over the whole tree cost sled
+//! a third of its indexing time and a sixth of its memory. Site ids never contain 0x00
+//! and a COI is always 15 bytes, so every key decomposes in one way. Each call to [`Index::apply`] is one sled batch (atomic, one tree), including the
 //! new applied offset: after a crash sled comes back with some prefix of those batches, so
 //! "indexed" is always exactly "the log up to the applied offset".
 
@@ -32,8 +35,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Bumped when the layout changes; an index of another format is rebuilt. Format 1 had
-/// one tree per kind of key and a copy of every event.
-const INDEX_FORMAT: u32 = 2;
+/// one tree per kind of key and a copy of every event; format 2 a key per event id.
+const INDEX_FORMAT: u32 = 3;
 const TREE: &str = "index";
 /// Trees of earlier formats, dropped when the index is cleared.
 const LEGACY_TREES: [&str; 7] = [
@@ -45,7 +48,7 @@ const LEGACY_TREES: [&str; 7] = [
     "requests",
     "units",
 ];
-const EVENT: u8 = b'e';
+const FORK: u8 = b'x';
 const FEED: u8 = b'f';
 const CHAIN: u8 = b'c';
 const CHAIN_LEN: u8 = b'l';
@@ -95,8 +98,8 @@ fn key(kind: u8, parts: &[&[u8]]) -> Vec<u8> {
     k
 }
 
-fn event_key(id: &EventId) -> Vec<u8> {
-    key(EVENT, &[&id.0])
+fn fork_key(id: &EventId) -> Vec<u8> {
+    key(FORK, &[&id.0])
 }
 
 fn feed_key(site: &SiteId, seq: Seq) -> Vec<u8> {
@@ -251,14 +254,11 @@ impl Index {
         Ok(())
     }
 
-    pub(super) fn contains_event(&self, id: &EventId) -> Result<bool, StoreError> {
-        self.contains(&event_key(id))
-    }
-
     /// Indexes `records` (in log order, each with where it sits in the log) and moves the
-    /// applied position to `applied`, in one batch. A record whose id is already indexed
-    /// (or repeated within `records`) is skipped, so it never gets a second chain position.
-    /// Returns how many were indexed.
+    /// applied position to `applied`, in one batch. A record whose event is already
+    /// indexed (or repeated within `records`) is skipped, so it never gets a second chain
+    /// position. `id_at` reads the id of the event at a location already indexed (to tell
+    /// a repeat from a fork at the same feed position). Returns how many were indexed.
     ///
     /// Only one thread may call this at a time (the store sees to it): chain positions are
     /// computed from the lengths read before the batch.
@@ -266,29 +266,49 @@ impl Index {
         &self,
         records: &[(&Record, Loc)],
         applied: Applied,
+        id_at: &dyn Fn(Loc) -> Result<EventId, StoreError>,
     ) -> Result<u64, StoreError> {
         let mut batch = Batch::default();
-        let mut seen: HashSet<EventId> = HashSet::with_capacity(records.len());
         let mut lens: HashMap<&Coi, u64> = HashMap::new();
-        let mut feed_keys: HashSet<Vec<u8>> = HashSet::new();
+        // Feed positions and forks taken by this batch: position -> first id there.
+        let mut feed_ids: HashMap<Vec<u8>, EventId> = HashMap::new();
+        let mut fork_ids: HashSet<EventId> = HashSet::new();
         let mut request_keys: HashSet<Vec<u8>> = HashSet::new();
         let mut n_indexed = 0u64;
         for (record, at) in records {
             let e = &record.event;
             let id = e.id();
-            let ek = event_key(&id);
-            if !seen.insert(id) || self.contains(&ek)? {
-                tracing::warn!(event = %id, "event already indexed; not indexing it again");
-                continue;
-            }
             let at = at.to_bytes();
-            batch.insert(ek, &at);
             let fk = feed_key(e.author(), e.seq());
             // The first event stored at a feed position keeps it; a second one is a fork,
-            // stored (as evidence) and reachable by id and chain, but not by feed position.
-            if !feed_keys.contains(&fk) && !self.contains(&fk)? {
-                batch.insert(fk.as_slice(), &at);
-                feed_keys.insert(fk);
+            // stored (as evidence) and reachable by its id and chain, not by position.
+            let first_there = match feed_ids.get(&fk) {
+                Some(first) => Some(*first),
+                None => self
+                    .get(&fk)?
+                    .map(|v| loc(&fk, &v))
+                    .transpose()?
+                    .map(id_at)
+                    .transpose()?,
+            };
+            match first_there {
+                None => {
+                    batch.insert(fk.as_slice(), &at);
+                    feed_ids.insert(fk, id);
+                }
+                Some(first) if first == id => {
+                    tracing::warn!(event = %id, "event already indexed; not indexing it again");
+                    continue;
+                }
+                Some(_) => {
+                    let xk = fork_key(&id);
+                    if fork_ids.contains(&id) || self.contains(&xk)? {
+                        tracing::warn!(event = %id, "event already indexed; not indexing it again");
+                        continue;
+                    }
+                    batch.insert(xk, &at);
+                    fork_ids.insert(id);
+                }
             }
             let len = match lens.get(e.coi()) {
                 Some(n) => *n,
@@ -323,8 +343,9 @@ impl Index {
         Ok(n_indexed)
     }
 
-    pub(super) fn event(&self, id: &EventId) -> Result<Option<Loc>, StoreError> {
-        let k = event_key(id);
+    /// Where a forked event (not the first at its feed position) sits.
+    pub(super) fn fork(&self, id: &EventId) -> Result<Option<Loc>, StoreError> {
+        let k = fork_key(id);
         self.get(&k)?.map(|v| loc(&k, &v)).transpose()
     }
 

@@ -240,6 +240,9 @@ pub struct Store {
     log_path: PathBuf,
     index: Index,
     n_events: AtomicU64,
+    /// Events written but not yet indexed (appends are answered before the index), so
+    /// that a repeat arriving in between is still recognised and never logged twice.
+    unindexed: Mutex<HashSet<EventId>>,
 }
 
 impl Store {
@@ -324,11 +327,15 @@ impl Store {
                 bytes_max: COMMIT_BYTES_MAX,
             });
         }
+        let mut unindexed = self.unindexed.lock().unwrap_or_else(|p| p.into_inner());
         let mut seen = HashSet::with_capacity(records.len());
         let mut new: Vec<&Record> = Vec::with_capacity(records.len());
         for r in records {
             let id = r.event.id();
-            if !seen.insert(id) || self.index.contains_event(&id)? {
+            if !seen.insert(id)
+                || unindexed.contains(&id)
+                || self.find(r.event.author(), r.event.seq(), &id)?.is_some()
+            {
                 tracing::warn!(event = %id, "commit of an event that is already stored; skipped");
                 continue;
             }
@@ -379,6 +386,7 @@ impl Store {
             n_bytes
         );
         log.append(&frames, new.len() as u64)?;
+        unindexed.extend(new.iter().map(|r| r.event.id()));
         assert_eq!(
             log.end(),
             before + n_bytes as u64,
@@ -436,7 +444,10 @@ impl Store {
         let Some(applied) = applied else {
             return Ok(());
         };
-        match self.index.apply(&new, applied) {
+        match self
+            .index
+            .apply(&new, applied, &|at| Ok(self.read(at)?.event.id()))
+        {
             Ok(n_indexed) => {
                 assert_eq!(
                     n_indexed,
@@ -444,6 +455,10 @@ impl Store {
                     "indexed {n_indexed} of {} new records",
                     new.len()
                 );
+                let mut unindexed = self.unindexed.lock().unwrap_or_else(|p| p.into_inner());
+                for (r, _) in &new {
+                    unindexed.remove(&r.event.id());
+                }
                 self.n_events.fetch_add(n_indexed, Ordering::Release);
                 Ok(())
             }
@@ -462,11 +477,22 @@ impl Store {
         log::read_at(&self.reader, &self.log_path, at)
     }
 
+    /// The stored event with this id, looked up by its feed position (`site`, `seq`): the
+    /// event there, or a fork of it kept as evidence.
+    ///
     /// # Errors
     /// [`StoreError::Sled`], [`StoreError::IndexCorrupt`], [`StoreError::Io`] or
     /// [`StoreError::LogRecordUnreadable`] (as for every read below).
-    pub fn event(&self, id: &EventId) -> Result<Option<Event>, StoreError> {
-        let Some(at) = self.index.event(id)? else {
+    pub fn find(&self, site: &SiteId, seq: Seq, id: &EventId) -> Result<Option<Event>, StoreError> {
+        // A fork is indexed only at a position already taken, so an empty position ends it.
+        let Some(at) = self.index.feed_event(site, seq)? else {
+            return Ok(None);
+        };
+        let event = self.read(at)?.event;
+        if event.id() == *id {
+            return Ok(Some(event));
+        }
+        let Some(at) = self.index.fork(id)? else {
             return Ok(None);
         };
         let event = self.read(at)?.event;
@@ -586,6 +612,12 @@ fn open_with(
     mut visit: impl FnMut(&Record),
 ) -> Result<(Store, OpenReport), StoreError> {
     let (file, path, file_len) = log::open_or_create(&cfg.dir)?;
+    let reader = File::open(&path).map_err(|source| StoreError::Io {
+        op: "opening",
+        path: path.clone(),
+        source,
+    })?;
+    let id_at = |at: Loc| Ok(log::read_at(&reader, &path, at)?.event.id());
     let start = Applied {
         offset: log::HEADER_LEN,
         n_records: 0,
@@ -625,6 +657,7 @@ fn open_with(
                                 offset: end,
                                 n_records,
                             },
+                            &id_at,
                         )?;
                         pending.clear();
                     }
@@ -679,12 +712,13 @@ fn open_with(
                     offset: valid_end,
                     n_records,
                 },
+                &id_at,
             )?;
         }
     } else {
         tracing::warn!(index = %cfg.dir.join(INDEX_DIR).display(), applied_offset = applied.offset, applied_records = applied.n_records, "the index does not match the log; rebuilding it from the log");
         index.clear()?;
-        report.reindexed = reindex_all(&index, &path, valid_end)?;
+        report.reindexed = reindex_all(&index, &path, valid_end, &id_at)?;
     }
     assert_eq!(
         writer.end(),
@@ -704,17 +738,13 @@ fn open_with(
     );
     report.n_records = n_records;
     report.log_bytes = valid_end;
-    let reader = File::open(&path).map_err(|source| StoreError::Io {
-        op: "opening",
-        path: path.clone(),
-        source,
-    })?;
     let store = Store {
         log: Mutex::new(writer),
         reader,
         log_path: path,
         index,
         n_events: AtomicU64::new(n_records),
+        unindexed: Mutex::new(HashSet::new()),
     };
     Ok((store, report))
 }
@@ -731,7 +761,12 @@ fn as_refs(pending: &[(Record, Loc)]) -> Vec<(&Record, Loc)> {
 }
 
 /// Replays every record of the log up to `end` into an empty index.
-fn reindex_all(index: &Index, path: &Path, end: u64) -> Result<u64, StoreError> {
+fn reindex_all(
+    index: &Index,
+    path: &Path,
+    end: u64,
+    id_at: &dyn Fn(Loc) -> Result<EventId, StoreError>,
+) -> Result<u64, StoreError> {
     let mut scanner = Scanner::new(path, end)?;
     let mut pending: Vec<(Record, Loc)> = Vec::new();
     let mut n_records = 0u64;
@@ -763,6 +798,7 @@ fn reindex_all(index: &Index, path: &Path, end: u64) -> Result<u64, StoreError> 
                     offset: scanner.offset(),
                     n_records,
                 },
+                id_at,
             )?;
             pending.clear();
         }
