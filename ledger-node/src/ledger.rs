@@ -209,9 +209,9 @@ pub struct Ledger {
     entries_after_trim: usize,
 }
 
-/// Clock entries kept in memory by default: ~100 B each, so ~10 MiB, far more than the
-/// chains being appended to at any time need.
-pub const CLOCK_BUDGET_DEFAULT: usize = 100_000;
+/// Clock entries kept for idle chains by default: ~100 B each, so ~5 MiB (chains in use
+/// keep theirs regardless).
+pub const CLOCK_BUDGET_DEFAULT: usize = 50_000;
 
 impl std::fmt::Debug for Ledger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
