@@ -327,7 +327,10 @@ impl Store {
                 bytes_max: COMMIT_BYTES_MAX,
             });
         }
-        let mut unindexed = self.unindexed.lock().unwrap_or_else(|p| p.into_inner());
+        // Held only for the check and again after the sync, never across it: the indexer
+        // takes it after every batch. Writes are serialised by the log lock, so no other
+        // write can add an id in between.
+        let unindexed = self.unindexed.lock().unwrap_or_else(|p| p.into_inner());
         let mut seen = HashSet::with_capacity(records.len());
         let mut new: Vec<&Record> = Vec::with_capacity(records.len());
         for r in records {
@@ -341,6 +344,7 @@ impl Store {
             }
             new.push(r);
         }
+        drop(unindexed);
         if new.is_empty() {
             return Ok(Written {
                 new: Vec::new(),
@@ -386,7 +390,10 @@ impl Store {
             n_bytes
         );
         log.append(&frames, new.len() as u64)?;
-        unindexed.extend(new.iter().map(|r| r.event.id()));
+        self.unindexed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(new.iter().map(|r| r.event.id()));
         assert_eq!(
             log.end(),
             before + n_bytes as u64,
