@@ -86,10 +86,15 @@ fn init_logs(json: bool) {
     // Colour only for a person at a terminal; log files and pipes get plain text.
     let color = std::io::IsTerminal::is_terminal(&std::io::stderr())
         && std::env::var_os("NO_COLOR").is_none();
+    // A log line that cannot be written is dropped. By default tracing-subscriber reports
+    // it with eprintln!, which panics when stderr is a closed pipe (a log collector that
+    // went away): the thread logging it dies, and a panic in the signal task left the node
+    // deaf to SIGTERM.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(color)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .log_internal_errors(false);
     if json {
         builder.json().init();
     } else {

@@ -1,4 +1,5 @@
-//! Operating the node: SIGTERM finishes the appends in flight and exits 0 with nothing lost;
+//! Operating the node: SIGTERM finishes the appends in flight and exits 0 with nothing lost,
+//! also when whatever read its log has gone away;
 //! WatchChain streams a chain from any position and then each new event as it is stored;
 //! the Prometheus endpoint counts appends.
 
@@ -138,6 +139,58 @@ async fn sigterm_finishes_in_flight_appends_and_loses_nothing() {
         .expect("verify")
         .into_inner();
     assert_eq!(v.verdict, pb::Verdict::Intact as i32, "{:?}", v.findings);
+}
+
+#[test]
+fn sigterm_stops_the_node_after_its_log_reader_is_gone() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = Command::new(tests::bin("ledger-node").expect("binary"))
+        .args([
+            "run",
+            "--no-metrics",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ledger-node");
+    let mut log = std::io::BufReader::new(child.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    while !line.contains("listening on") {
+        line.clear();
+        let n = log.read_line(&mut line).expect("read the node's log");
+        assert!(n > 0, "the node exited before listening");
+    }
+    // The log collector goes away: every later log line meets a closed pipe.
+    drop(log);
+    let sent = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(sent.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break Some(s);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "the node must stop cleanly on SIGTERM with its log pipe closed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
