@@ -580,8 +580,10 @@ impl NodeProcess {
                 cmd.env_remove(k);
             }
         }
+        // --stop-on-stdin-close with the pipe held here: a killed benchmark leaves no node.
         let mut child = cmd
-            .arg("run")
+            .args(["run", "--stop-on-stdin-close"])
+            .stdin(Stdio::piped())
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--listen", "127.0.0.1:0"])

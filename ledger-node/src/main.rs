@@ -73,6 +73,11 @@ enum Command {
         /// Disable the metrics listener.
         #[arg(long)]
         no_metrics: bool,
+        /// Shut down (as on SIGTERM) when standard input reaches its end: a supervisor or
+        /// test harness that holds the other end of a pipe then stops the node even if it
+        /// dies without cleaning up.
+        #[arg(long)]
+        stop_on_stdin_close: bool,
     },
     /// Validate the configuration and the network directory, say what is wrong, and exit.
     CheckConfig,
@@ -118,7 +123,10 @@ fn main() -> ExitCode {
         }
     };
     init_logs(cfg.log_json);
-    match cli.command.unwrap_or(Command::Run { no_metrics: false }) {
+    match cli.command.unwrap_or(Command::Run {
+        no_metrics: false,
+        stop_on_stdin_close: false,
+    }) {
         Command::CheckConfig => match ledger_node::load_network(&cfg) {
             Ok(net) => {
                 println!("configuration ok: network {} (anchor {}), {} certificates, signs for {} site(s), listens on {}", net.id, net.anchor.fingerprint(), net.certificates.len(), net.local_sites.len(), cfg.listen);
@@ -145,7 +153,10 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Run { no_metrics } => {
+        Command::Run {
+            no_metrics,
+            stop_on_stdin_close,
+        } => {
             if no_metrics {
                 cfg.metrics_listen = None;
             }
@@ -160,6 +171,20 @@ fn main() -> ExitCode {
                 }
             };
             let shutdown = tokio_util::sync::CancellationToken::new();
+            if stop_on_stdin_close {
+                let stop = shutdown.clone();
+                // A plain thread: tokio's stdin reads block a worker anyway.
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 256];
+                    while let Ok(n) = std::io::Read::read(&mut std::io::stdin(), &mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                    }
+                    tracing::info!("standard input closed: shutting down");
+                    stop.cancel();
+                });
+            }
             let result = runtime.block_on(async {
                 let signal = shutdown.clone();
                 tokio::spawn(async move {

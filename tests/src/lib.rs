@@ -45,7 +45,9 @@ impl Node {
     /// Starts `ledger-node run` on a free port with `data_dir`; `extra` adds flags.
     pub fn start(data_dir: &Path, extra: &[&str]) -> anyhow::Result<Node> {
         let mut cmd = Command::new(bin("ledger-node")?);
-        cmd.arg("run");
+        // The node stops when this process's end of its stdin closes: even a test that is
+        // killed leaves no node running.
+        cmd.args(["run", "--stop-on-stdin-close"]);
         if !extra.contains(&"--metrics-listen") {
             cmd.arg("--no-metrics");
         }
@@ -55,6 +57,7 @@ impl Node {
             .args(["--listen", "127.0.0.1:0"])
             .args(extra)
             .env("RUST_LOG", "info")
+            .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -131,7 +134,7 @@ impl Node {
 
     /// SIGTERM and wait for a clean exit; returns the exit code.
     pub fn stop(&mut self) -> anyhow::Result<Option<i32>> {
-        let Some(mut c) = self.child.take() else {
+        let Some(c) = self.child.as_ref() else {
             return Ok(None);
         };
         let status = Command::new("kill")
@@ -142,6 +145,22 @@ impl Node {
         if !status.success() {
             bail!("kill -TERM failed");
         }
+        self.wait_exit()
+    }
+
+    /// Closes the node's standard input (as when the process that started it dies) and
+    /// waits for it to exit; returns the exit code.
+    pub fn close_stdin(&mut self) -> anyhow::Result<Option<i32>> {
+        if let Some(c) = self.child.as_mut() {
+            drop(c.stdin.take());
+        }
+        self.wait_exit()
+    }
+
+    fn wait_exit(&mut self) -> anyhow::Result<Option<i32>> {
+        let Some(mut c) = self.child.take() else {
+            return Ok(None);
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(s) = c.try_wait()? {
@@ -149,7 +168,7 @@ impl Node {
             }
             if Instant::now() > deadline {
                 let _ = c.kill();
-                bail!("node did not stop within 30 s of SIGTERM");
+                bail!("node did not stop within 30 s");
             }
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -142,6 +142,14 @@ async fn sigterm_finishes_in_flight_appends_and_loses_nothing() {
 }
 
 #[test]
+fn closing_stdin_stops_a_node_started_with_stop_on_stdin_close() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The harness starts every node with --stop-on-stdin-close and holds the pipe.
+    let mut node = Node::start(dir.path(), &[]).expect("node");
+    assert_eq!(node.close_stdin().expect("exit"), Some(0));
+}
+
+#[test]
 fn sigterm_stops_the_node_after_its_log_reader_is_gone() {
     use std::io::BufRead;
     use std::process::{Command, Stdio};
