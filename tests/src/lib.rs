@@ -158,20 +158,27 @@ impl Node {
     }
 
     fn wait_exit(&mut self) -> anyhow::Result<Option<i32>> {
-        let Some(mut c) = self.child.take() else {
-            return Ok(None);
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(s) = c.try_wait()? {
-                return Ok(s.code());
-            }
-            if Instant::now() > deadline {
-                let _ = c.kill();
-                bail!("node did not stop within 30 s");
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        match self.child.take() {
+            None => Ok(None),
+            Some(c) => wait_exit(c),
         }
+    }
+}
+
+/// Waits up to 30 s for a node process to exit and returns its exit code; kills it and
+/// fails when it does not.
+pub fn wait_exit(mut child: Child) -> anyhow::Result<Option<i32>> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(s) = child.try_wait()? {
+            return Ok(s.code());
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("node did not stop within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -182,20 +182,8 @@ fn sigterm_stops_the_node_after_its_log_reader_is_gone() {
         .status()
         .expect("kill");
     assert!(sent.success());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break Some(s);
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
     assert_eq!(
-        status.and_then(|s| s.code()),
+        tests::wait_exit(child).expect("the node exits within 30 s of SIGTERM"),
         Some(0),
         "the node must stop cleanly on SIGTERM with its log pipe closed"
     );

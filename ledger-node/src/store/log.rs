@@ -99,11 +99,7 @@ pub(super) fn read_at(file: &File, path: &Path, loc: Loc) -> Result<Record, Stor
         )));
     }
     let stored = u32::from_le_bytes([frame[4], frame[5], frame[6], frame[7]]);
-    let computed = crc32fast::hash(payload);
-    if stored != computed {
-        return Err(unreadable(BadRecord::Crc { stored, computed }.to_string()));
-    }
-    decode_payload(payload).map_err(|bad| unreadable(bad.to_string()))
+    checked_payload(stored, payload).map_err(|bad| unreadable(bad.to_string()))
 }
 
 /// Appends the framed record to `out`.
@@ -147,6 +143,16 @@ pub(super) fn encode_record(record: &Record, out: &mut Vec<u8>) -> Result<(), St
         FRAME_HEADER_LEN + payload_len
     );
     Ok(())
+}
+
+/// Checks a payload against the CRC its frame stored, then decodes it: what the scanner
+/// and every indexed read accept.
+fn checked_payload(stored: u32, payload: &[u8]) -> Result<Record, BadRecord> {
+    let computed = crc32fast::hash(payload);
+    if computed != stored {
+        return Err(BadRecord::Crc { stored, computed });
+    }
+    decode_payload(payload)
 }
 
 /// Decodes a payload whose length and CRC already matched.
@@ -320,14 +326,7 @@ impl Scanner {
         self.reader
             .read_exact(&mut self.payload)
             .map_err(io_error("reading", &self.path))?;
-        let computed = crc32fast::hash(&self.payload);
-        if computed != crc {
-            return Ok(Step::Bad(BadRecord::Crc {
-                stored: crc,
-                computed,
-            }));
-        }
-        let record = match decode_payload(&self.payload) {
+        let record = match checked_payload(crc, &self.payload) {
             Ok(r) => r,
             Err(bad) => return Ok(Step::Bad(bad)),
         };

@@ -332,8 +332,9 @@ impl Store {
         // write can add an id in between.
         let unindexed = self.unindexed.lock().unwrap_or_else(|p| p.into_inner());
         let mut seen = HashSet::with_capacity(records.len());
-        let mut new: Vec<&Record> = Vec::with_capacity(records.len());
-        for r in records {
+        // (position in `records`, record): the ticket names records by position.
+        let mut new: Vec<(usize, &Record)> = Vec::with_capacity(records.len());
+        for (i, r) in records.iter().enumerate() {
             let id = r.event.id();
             if !seen.insert(id)
                 || unindexed.contains(&id)
@@ -342,7 +343,7 @@ impl Store {
                 tracing::warn!(event = %id, "commit of an event that is already stored; skipped");
                 continue;
             }
-            new.push(r);
+            new.push((i, r));
         }
         drop(unindexed);
         if new.is_empty() {
@@ -351,7 +352,7 @@ impl Store {
                 applied: None,
             });
         }
-        let n_bytes: usize = new.iter().map(|r| r.log_bytes()).sum();
+        let n_bytes: usize = new.iter().map(|(_, r)| r.log_bytes()).sum();
         if n_bytes > COMMIT_BYTES_MAX {
             return Err(StoreError::CommitTooLarge {
                 n_records: records.len(),
@@ -363,7 +364,7 @@ impl Store {
         let before = log.end();
         let mut frames = Vec::with_capacity(n_bytes);
         let mut new_locs = Vec::with_capacity(new.len());
-        for r in &new {
+        for &(i, r) in &new {
             debug_assert_eq!(
                 Event::from_bytes(r.event.bytes()).map(|e| e.id()).ok(),
                 Some(r.event.id()),
@@ -376,10 +377,6 @@ impl Store {
                 offset: before + start as u64,
                 len,
             };
-            let i = records
-                .iter()
-                .position(|x| std::ptr::eq(x, *r))
-                .expect("new records are borrowed from records");
             new_locs.push((i, at));
         }
         assert_eq!(
@@ -393,7 +390,7 @@ impl Store {
         self.unindexed
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .extend(new.iter().map(|r| r.event.id()));
+            .extend(new.iter().map(|(_, r)| r.event.id()));
         assert_eq!(
             log.end(),
             before + n_bytes as u64,
