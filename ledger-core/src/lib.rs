@@ -13,6 +13,7 @@ pub mod event;
 pub mod finding;
 pub mod ids;
 pub mod projection;
+pub mod replica;
 pub mod time;
 pub mod trust;
 pub mod verify;
@@ -26,6 +27,7 @@ pub use event::{
 pub use finding::{Code, Finding, Severity};
 pub use ids::{Coi, Din, EventId, IdError, NetworkId, OperatorId, Seq, ShipperId, SiteId, UnitId};
 pub use projection::{CausalOrder, Custody, Policy, Projection, Status};
+pub use replica::{place, FeedState, Placement};
 pub use time::{Millis, Timestamp};
 pub use trust::{Certificate, CertificateDraft, Checkpoint, Revocation, Role};
-pub use verify::{verify, Options, Scope, Trust, Verdict, VerdictKind};
+pub use verify::{verify, Admission, Options, Scope, Trust, Verdict, VerdictKind};

@@ -128,6 +128,110 @@ pub struct Verdict {
     pub order: Vec<EventId>,
 }
 
+/// The trust records the anchor signed for one network, indexed to admit events one at a
+/// time. The verifier and a replica receiving events by replication use these same rules.
+#[derive(Clone, Debug)]
+pub struct Admission {
+    network: NetworkId,
+    certs: HashMap<(SiteId, PublicKey), Vec<Certificate>>,
+    /// The earliest time each (site, key) is revoked from.
+    revoked: HashMap<(SiteId, PublicKey), Timestamp>,
+    /// Certified keys, parsed once (`None`: not a valid Ed25519 point).
+    keys: HashMap<PublicKey, Option<ed25519_dalek::VerifyingKey>>,
+}
+
+impl Admission {
+    /// Keeps the certificates and revocations the anchor signed for this network; the
+    /// others are returned as `integrity.bad_certificate` findings.
+    pub fn new(trust: &Trust) -> (Admission, Vec<Finding>) {
+        let mut findings = Vec::new();
+        let mut certs: HashMap<(SiteId, PublicKey), Vec<Certificate>> = HashMap::new();
+        for c in &trust.certificates {
+            if c.network != trust.network || !c.signed_by(&trust.anchor) {
+                findings.push(Finding::new(
+                    Code::BadCertificate,
+                    Vec::new(),
+                    format!("the certificate for site {} (key {}) is not signed by this network's anchor; it was ignored", c.site, &c.key.fingerprint()[..16]),
+                ));
+                continue;
+            }
+            certs
+                .entry((c.site.clone(), c.key))
+                .or_default()
+                .push(c.clone());
+        }
+        let mut revoked: HashMap<(SiteId, PublicKey), Timestamp> = HashMap::new();
+        for r in &trust.revocations {
+            if r.network != trust.network || !r.signed_by(&trust.anchor) {
+                findings.push(Finding::new(
+                    Code::BadCertificate,
+                    Vec::new(),
+                    format!("the revocation for site {} is not signed by this network's anchor; it was ignored", r.site),
+                ));
+                continue;
+            }
+            let t = revoked
+                .entry((r.site.clone(), r.key))
+                .or_insert(r.effective_from);
+            *t = (*t).min(r.effective_from);
+        }
+        let keys = certs.keys().map(|(_, k)| (*k, k.verifying_key())).collect();
+        (
+            Admission {
+                network: trust.network.clone(),
+                certs,
+                revoked,
+                keys,
+            },
+            findings,
+        )
+    }
+
+    /// Admits an event whose content may then be judged: it belongs to the network, a
+    /// certificate binds its key to its author at its recorded time, no revocation covers
+    /// that time, and its signature verifies strictly. Otherwise the finding says why not.
+    ///
+    /// # Errors
+    /// The `integrity.*` finding naming the event and the reason.
+    pub fn admit(&self, e: &Event) -> Result<Role, Finding> {
+        self.refusal(e).map_err(|why| refusal_finding(e, why))
+    }
+
+    fn refusal(&self, e: &Event) -> Result<Role, Refusal> {
+        if e.network() != &self.network {
+            return Err(Refusal::WrongNetwork);
+        }
+        let site_key = (e.author().clone(), *e.key());
+        let Some(cs) = self.certs.get(&site_key) else {
+            return Err(Refusal::UnknownKey);
+        };
+        let at = e.recorded_at();
+        let Some(cert) = cs.iter().find(|c| c.valid_at(at)) else {
+            return Err(Refusal::Expired);
+        };
+        if self.revoked.get(&site_key).is_some_and(|from| *from <= at) {
+            return Err(Refusal::Revoked);
+        }
+        match self.keys.get(e.key()) {
+            Some(Some(k)) if e.signature_valid(k) => Ok(cert.role),
+            _ => Err(Refusal::BadSignature),
+        }
+    }
+
+    /// Whether a checkpoint counts: of this network, signed by its key, and that key
+    /// certified for the site (and not revoked) when the checkpoint was signed.
+    pub fn checkpoint_trusted(&self, cp: &Checkpoint) -> bool {
+        let site_key = (cp.site.clone(), cp.key);
+        cp.network == self.network
+            && cp.signature_valid()
+            && self
+                .certs
+                .get(&site_key)
+                .is_some_and(|cs| cs.iter().any(|c| c.valid_at(cp.at)))
+            && self.revoked.get(&site_key).is_none_or(|from| *from > cp.at)
+    }
+}
+
 /// Why an event was not admitted.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Refusal {
@@ -168,31 +272,8 @@ pub fn verify(events: &[Event], trust: &Trust, options: &Options) -> Verdict {
     let mut findings = Vec::new();
 
     // 1. Trust records.
-    let mut certs: HashMap<(&SiteId, PublicKey), Vec<&Certificate>> = HashMap::new();
-    for c in &trust.certificates {
-        if c.network != trust.network || !c.signed_by(&trust.anchor) {
-            findings.push(Finding::new(
-                Code::BadCertificate,
-                Vec::new(),
-                format!("the certificate for site {} (key {}) is not signed by this network's anchor; it was ignored", c.site, &c.key.fingerprint()[..16]),
-            ));
-            continue;
-        }
-        certs.entry((&c.site, c.key)).or_default().push(c);
-    }
-    let mut revoked: HashMap<(&SiteId, PublicKey), Timestamp> = HashMap::new();
-    for r in &trust.revocations {
-        if r.network != trust.network || !r.signed_by(&trust.anchor) {
-            findings.push(Finding::new(
-                Code::BadCertificate,
-                Vec::new(),
-                format!("the revocation for site {} is not signed by this network's anchor; it was ignored", r.site),
-            ));
-            continue;
-        }
-        let t = revoked.entry((&r.site, r.key)).or_insert(r.effective_from);
-        *t = (*t).min(r.effective_from);
-    }
+    let (admission, trust_findings) = Admission::new(trust);
+    findings.extend(trust_findings);
 
     // Deduplicate by id; sort by id so input order never matters.
     let mut by_id: BTreeMap<EventId, &Event> = BTreeMap::new();
@@ -203,13 +284,11 @@ pub fn verify(events: &[Event], trust: &Trust, options: &Options) -> Verdict {
     let n = evs.len();
 
     // 2. Admission.
-    let mut keys: HashMap<PublicKey, Option<ed25519_dalek::VerifyingKey>> = HashMap::new();
     let mut role: Vec<Option<Role>> = vec![None; n];
     for (i, e) in evs.iter().enumerate() {
-        let refusal = admit(e, trust, &certs, &revoked, &mut keys);
-        match refusal {
+        match admission.admit(e) {
             Ok(r) => role[i] = Some(r),
-            Err(why) => findings.push(refusal_finding(e, why)),
+            Err(finding) => findings.push(finding),
         }
     }
 
@@ -496,15 +575,7 @@ pub fn verify(events: &[Event], trust: &Trust, options: &Options) -> Verdict {
     let mut stated: BTreeMap<(&SiteId, Seq), std::collections::BTreeSet<EventId>> = BTreeMap::new();
     for cp in &options.checkpoints {
         // A checkpoint counts only if the site's key was trusted when it was signed.
-        let trusted = cp.network == trust.network
-            && cp.signature_valid()
-            && certs
-                .get(&(&cp.site, cp.key))
-                .is_some_and(|cs| cs.iter().any(|c| c.valid_at(cp.at)))
-            && revoked
-                .get(&(&cp.site, cp.key))
-                .is_none_or(|from| *from > cp.at);
-        if trusted {
+        if admission.checkpoint_trusted(cp) {
             stated
                 .entry((&cp.site, cp.seq))
                 .or_default()
@@ -580,38 +651,6 @@ fn feed_start_gap(
                 seq.0 - 1
             ),
         ));
-    }
-}
-
-fn admit(
-    e: &Event,
-    trust: &Trust,
-    certs: &HashMap<(&SiteId, PublicKey), Vec<&Certificate>>,
-    revoked: &HashMap<(&SiteId, PublicKey), Timestamp>,
-    keys: &mut HashMap<PublicKey, Option<ed25519_dalek::VerifyingKey>>,
-) -> Result<Role, Refusal> {
-    if e.network() != &trust.network {
-        return Err(Refusal::WrongNetwork);
-    }
-    let Some(cs) = certs.get(&(e.author(), *e.key())) else {
-        return Err(Refusal::UnknownKey);
-    };
-    let at = e.recorded_at();
-    let Some(cert) = cs.iter().find(|c| c.valid_at(at)) else {
-        return Err(Refusal::Expired);
-    };
-    if revoked
-        .get(&(e.author(), *e.key()))
-        .is_some_and(|from| *from <= at)
-    {
-        return Err(Refusal::Revoked);
-    }
-    let key = keys
-        .entry(*e.key())
-        .or_insert_with(|| e.key().verifying_key());
-    match key {
-        Some(k) if e.signature_valid(k) => Ok(cert.role),
-        _ => Err(Refusal::BadSignature),
     }
 }
 
