@@ -73,6 +73,68 @@ pub struct Config {
     /// How far a recorded time may go backwards before the verifier reports it.
     pub clock_tolerance_ms: i64,
     pub limits: Limits,
+    /// Replication over NATS JetStream; absent: a standalone node.
+    pub nats: Option<NatsConfig>,
+}
+
+/// How the node reaches NATS JetStream. Everything but `urls` has a default.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsConfig {
+    /// Server URLs (the node reconnects to any of them), e.g. `nats://127.0.0.1:4222` or
+    /// the local leaf node's.
+    pub urls: Vec<String>,
+    /// A file holding the server's auth token.
+    pub token_file: Option<PathBuf>,
+    /// A NATS credentials file (user JWT and NKey seed), for decentralised auth.
+    pub creds_file: Option<PathBuf>,
+    /// Require TLS; with `tls_ca_file`, trust only that CA.
+    pub tls_required: bool,
+    pub tls_ca_file: Option<PathBuf>,
+    /// Client certificate and key (PEM) for mutual TLS.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    /// The JetStream stream holding the network's events and checkpoints; created if
+    /// missing. Default: `LEDGER_<network id>` (characters other than letters and digits
+    /// become `_`).
+    pub stream: Option<String>,
+    /// Replicas of the stream when the node creates it (1 for a single server, 3 for a
+    /// hub cluster).
+    pub replicas: usize,
+    /// The JetStream domain to use (a leaf node's local domain, or the hub's).
+    pub domain: Option<String>,
+    /// The durable consumer's name; default from the sites this node signs for.
+    pub consumer: Option<String>,
+    /// How often the node publishes a signed checkpoint of each feed that moved.
+    pub checkpoint_interval_ms: u64,
+}
+
+impl Default for NatsConfig {
+    fn default() -> NatsConfig {
+        NatsConfig {
+            urls: vec!["nats://127.0.0.1:4222".to_owned()],
+            token_file: None,
+            creds_file: None,
+            tls_required: false,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            stream: None,
+            replicas: 1,
+            domain: None,
+            consumer: None,
+            checkpoint_interval_ms: 5_000,
+        }
+    }
+}
+
+/// Whether a name is usable as a JetStream stream or consumer name.
+fn jetstream_name_ok(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
 }
 
 impl Default for Config {
@@ -90,6 +152,7 @@ impl Default for Config {
             sled_cache_mib: SLED_CACHE_MIB_DEFAULT,
             clock_tolerance_ms: 5 * 60_000,
             limits: Limits::default(),
+            nats: None,
         }
     }
 }
@@ -130,7 +193,12 @@ impl Config {
         Ok(cfg)
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
+    /// Checks every value; [`Config::load`] calls it, and so must anything that changes a
+    /// loaded config.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |field, reason: &str| {
             Err(ConfigError::Invalid {
                 field,
@@ -180,6 +248,58 @@ impl Config {
         }
         if Some(self.listen) == self.metrics_listen {
             return invalid("metrics_listen", "must differ from listen");
+        }
+        if let Some(n) = &self.nats {
+            if n.urls.is_empty() {
+                return invalid("nats.urls", "needs at least one server URL");
+            }
+            for u in &n.urls {
+                let ok = ["nats://", "tls://", "ws://", "wss://"]
+                    .iter()
+                    .any(|scheme| u.starts_with(scheme) && u.len() > scheme.len());
+                if !ok {
+                    return Err(ConfigError::Invalid {
+                        field: "nats.urls",
+                        reason: format!(
+                            "{u:?} is not a NATS URL (nats://host:port or tls://host:port)"
+                        ),
+                    });
+                }
+            }
+            if n.token_file.is_some() && n.creds_file.is_some() {
+                return invalid(
+                    "nats.token_file",
+                    "give either token_file or creds_file, not both",
+                );
+            }
+            if n.tls_cert_file.is_some() != n.tls_key_file.is_some() {
+                return invalid(
+                    "nats.tls_cert_file",
+                    "a client certificate needs both tls_cert_file and tls_key_file",
+                );
+            }
+            if let Some(name) = &n.stream {
+                if !jetstream_name_ok(name) {
+                    return invalid(
+                        "nats.stream",
+                        "may hold only letters, digits, - and _ (at most 128)",
+                    );
+                }
+            }
+            if let Some(name) = &n.consumer {
+                if !jetstream_name_ok(name) {
+                    return invalid(
+                        "nats.consumer",
+                        "may hold only letters, digits, - and _ (at most 128)",
+                    );
+                }
+            }
+            if !(1..=5).contains(&n.replicas) {
+                return invalid("nats.replicas", "must be 1 to 5");
+            }
+            if !(100..=3_600_000).contains(&n.checkpoint_interval_ms) {
+                return invalid("nats.checkpoint_interval_ms", "must be 100 to 3,600,000");
+            }
         }
         Ok(())
     }

@@ -18,8 +18,8 @@
 use crate::network::LocalSite;
 use crate::store::{Record, Store, StoreError};
 use ledger_core::{
-    Body, CausalOrder, ClockIndex, Code, Coi, Event, EventId, Finding, NetworkId, Policy,
-    Projection, Role, Seq, SiteId, Timestamp, UnsignedEvent,
+    Body, CausalOrder, Checkpoint, ClockIndex, Code, Coi, Event, EventId, FeedState, Finding,
+    NetworkId, Placement, Policy, Projection, Role, Seq, SiteId, Timestamp, UnsignedEvent,
 };
 use proto::convert::AppendDraft;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -44,6 +44,8 @@ pub enum AppendError {
     },
     #[error("the same request id is still being written; retry in a moment")]
     InFlight,
+    #[error("site {site} does not sign yet: this node holds its feed up to seq {held} and is still learning the feed's latest seq from the network (a new or restored store must not sign a seq the network already has); it signs again once NATS answers")]
+    FeedNotLearned { site: SiteId, held: u64 },
     #[error("too many appends are waiting for the disk ({depth} queued); retry with backoff")]
     QueueFull { depth: usize },
     #[error("the node stopped accepting appends after a storage failure; restart it")]
@@ -176,6 +178,57 @@ impl Chain {
         self.findings.extend(findings);
         self.len
     }
+
+    /// Takes a fork's second event as evidence: it has a chain position (the store indexes
+    /// it there) but changes neither the projection nor the heads, so nothing ever builds
+    /// on it.
+    fn accept_evidence(&mut self, finding: Finding) -> u64 {
+        self.len += 1;
+        self.push_finding(finding);
+        self.len
+    }
+
+    fn push_finding(&mut self, finding: Finding) {
+        if !self.findings.contains(&finding) {
+            self.findings.push(finding);
+        }
+    }
+}
+
+/// The finding that reports a fork, on the chains of both events.
+fn fork_finding(site: &SiteId, seq: u64, ids: Vec<EventId>) -> Finding {
+    Finding::new(
+        Code::FeedFork,
+        ids,
+        format!("site {site} signed different events as seq {seq}: its feed forks (equivocation); this node keeps both as proof and accepts nothing from that feed past seq {seq}"),
+    )
+}
+
+/// What [`Ledger::ingest`] decided about an event received by replication.
+#[derive(Debug)]
+pub enum Ingest {
+    /// The next event of its feed: commit it.
+    New(Box<Prepared>),
+    /// A second event for a seq already held: commit it as evidence of equivocation.
+    Fork {
+        prepared: Box<Prepared>,
+        held: EventId,
+    },
+    /// Held already.
+    Duplicate,
+    /// Cannot be placed yet: its feed has a gap (`from..=to`) or a parent has not arrived.
+    /// Nothing changed; offer it again later.
+    Gap {
+        from: u64,
+        to: u64,
+    },
+    MissingParents {
+        missing: Vec<EventId>,
+    },
+    /// Never acceptable: a broken hash link, or past a frozen fork.
+    Rejected {
+        reason: String,
+    },
 }
 
 /// Whether a finding reports an observation the chain must record (see module docs).
@@ -199,6 +252,20 @@ pub struct Ledger {
     chains: HashMap<Coi, Chain>,
     /// Appends in flight: (site, request id) -> receipt, until committed.
     in_flight: HashMap<(SiteId, String), (Receipt, Arc<AtomicBool>)>,
+    /// Feeds of the sites this node does not sign for, as far as it holds them.
+    remote: HashMap<SiteId, FeedState>,
+    /// Feed positions decided but not yet indexed: (site, seq) -> (event, chain), so a
+    /// repeat or a fork is told apart before the store can answer.
+    feed_in_flight: HashMap<(SiteId, u64), (EventId, Coi)>,
+    /// Forks seen: (site, seq) -> the ids stored as evidence (besides the event held there).
+    forks: BTreeMap<(SiteId, u64), Vec<EventId>>,
+    /// Feeds frozen after an equivocation: site -> the seq past which nothing is accepted.
+    frozen: HashMap<SiteId, u64>,
+    /// Trusted checkpoints that contradict an event held at their (site, seq).
+    conflicting_checkpoints: BTreeMap<(SiteId, u64), Vec<Checkpoint>>,
+    /// Local sites that must not sign until their feed's latest seq is learned from the
+    /// network (a new or restored store).
+    learning: BTreeSet<SiteId>,
     n_events: u64,
     /// Causal-clock entries held over all chains, and how many [`Ledger::trim`] allows.
     clock_entries: usize,
@@ -251,6 +318,12 @@ impl Ledger {
             feeds,
             chains: HashMap::new(),
             in_flight: HashMap::new(),
+            remote: HashMap::new(),
+            feed_in_flight: HashMap::new(),
+            forks: BTreeMap::new(),
+            frozen: HashMap::new(),
+            conflicting_checkpoints: BTreeMap::new(),
+            learning: BTreeSet::new(),
             n_events: 0,
             clock_entries: 0,
             clock_budget: CLOCK_BUDGET_DEFAULT,
@@ -361,9 +434,33 @@ impl Ledger {
         self.feeds.iter().map(|(s, f)| (s, f.seq, f.head))
     }
 
-    /// Folds a stored event at start-up (already durable, so it is committed).
+    /// Folds a stored event at start-up (already durable, so it is committed). The log holds
+    /// every author's feed contiguously, in order; an event at a seq already seen is a
+    /// fork's evidence and is replayed as such.
     pub fn replay(&mut self, record: &Record) {
         let e = &record.event;
+        let state = self.feed_state(e.author());
+        if e.seq().0 <= state.seq {
+            self.n_events += 1;
+            self.note_fork(e, state.seq);
+            let chain = self
+                .chains
+                .entry(e.coi().clone())
+                .or_insert_with(|| Chain::new(e.coi().clone()));
+            let finding = fork_finding(e.author(), e.seq().0, vec![e.id()]);
+            chain.committed = chain.accept_evidence(finding);
+            return;
+        }
+        // Pair assertion: every feed in the log is contiguous and in order (the append path
+        // sequences local feeds; `ingest` stores replicated ones only in order).
+        assert_eq!(
+            e.seq().0,
+            state.seq + 1,
+            "log holds {} seq {} after seq {}",
+            e.author(),
+            e.seq(),
+            state.seq
+        );
         let role = self.roles.get(e.author()).copied();
         let chain = self
             .chains
@@ -377,21 +474,305 @@ impl Ledger {
         self.clock_entries += chain.n_clock_entries() - before;
         let position = chain.accept(e, projection, findings);
         chain.committed = position;
+        self.advance_feed(e);
+        self.n_events += 1;
+    }
+
+    /// After start-up replay: puts each fork's finding on the chain of the event held at
+    /// the forked seq too (replay saw only the evidence).
+    ///
+    /// # Errors
+    /// [`StoreError`] reading the held events.
+    pub fn resolve_forks(&mut self, store: &Store) -> Result<(), StoreError> {
+        let forks: Vec<((SiteId, u64), Vec<EventId>)> = self
+            .forks
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for ((site, seq), evidence) in forks {
+            let Some(held) = store.feed_event(&site, Seq(seq))? else {
+                continue;
+            };
+            let Some(event) = store.find(&site, Seq(seq), &held)? else {
+                continue;
+            };
+            let mut ids = vec![held];
+            ids.extend(evidence);
+            if let Some(chain) = self.chains.get_mut(event.coi()) {
+                chain.push_finding(fork_finding(&site, seq, ids));
+            }
+        }
+        Ok(())
+    }
+
+    /// How much of `site`'s feed this node holds (decided, committed or in flight).
+    pub fn feed_state(&self, site: &SiteId) -> FeedState {
+        let frozen_at = self.frozen.get(site).copied();
+        match self.feeds.get(site) {
+            Some(f) => FeedState {
+                seq: f.seq,
+                head: f.head,
+                frozen_at,
+            },
+            None => FeedState {
+                frozen_at,
+                ..self.remote.get(site).copied().unwrap_or_default()
+            },
+        }
+    }
+
+    /// Every author's feed as held: local sites and the others.
+    pub fn feed_states(&self) -> BTreeMap<SiteId, FeedState> {
+        let mut out: BTreeMap<SiteId, FeedState> = self
+            .remote
+            .keys()
+            .chain(self.feeds.keys())
+            .map(|s| (s.clone(), self.feed_state(s)))
+            .collect();
+        out.retain(|_, f| f.seq > 0);
+        out
+    }
+
+    fn advance_feed(&mut self, e: &Event) {
         if let Some(feed) = self.feeds.get_mut(e.author()) {
-            // Pair assertion: our own feed in the log is contiguous and in order.
-            assert_eq!(
-                e.seq().0,
-                feed.seq + 1,
-                "log holds {} seq {} after seq {}",
-                e.author(),
-                e.seq(),
-                feed.seq
-            );
             feed.seq = e.seq().0;
             feed.head = Some(e.id());
             feed.last_recorded = feed.last_recorded.max(e.recorded_at());
+        } else {
+            let f = self.remote.entry(e.author().clone()).or_default();
+            f.seq = e.seq().0;
+            f.head = Some(e.id());
         }
-        self.n_events += 1;
+    }
+
+    /// Records a fork's evidence and freezes the feed where it stands.
+    fn note_fork(&mut self, e: &Event, held_seq: u64) {
+        self.forks
+            .entry((e.author().clone(), e.seq().0))
+            .or_default()
+            .push(e.id());
+        self.frozen.entry(e.author().clone()).or_insert(held_seq);
+    }
+
+    /// The event held at a position at or below the feed's seq.
+    fn held_at(
+        &self,
+        site: &SiteId,
+        seq: Seq,
+        store: &Store,
+    ) -> Result<Option<EventId>, StoreError> {
+        if let Some((id, _)) = self.feed_in_flight.get(&(site.clone(), seq.0)) {
+            return Ok(Some(*id));
+        }
+        store.feed_event(site, seq)
+    }
+
+    /// Whether this exact event is held already (at its feed position, or as a fork's
+    /// evidence), so a redelivery needs no signature check.
+    ///
+    /// # Errors
+    /// [`StoreError`] reading the store.
+    pub fn holds(&self, e: &Event, store: &Store) -> Result<bool, StoreError> {
+        if e.seq().0 > self.feed_state(e.author()).seq {
+            return Ok(false);
+        }
+        let id = e.id();
+        if self.held_at(e.author(), e.seq(), store)? == Some(id) {
+            return Ok(true);
+        }
+        Ok(self
+            .forks
+            .get(&(e.author().clone(), e.seq().0))
+            .is_some_and(|ids| ids.contains(&id)))
+    }
+
+    /// Forks seen, (site, seq) -> evidence ids.
+    pub fn forks(&self) -> &BTreeMap<(SiteId, u64), Vec<EventId>> {
+        &self.forks
+    }
+
+    /// Trusted checkpoints that contradict a held event.
+    pub fn conflicting_checkpoints(&self) -> &BTreeMap<(SiteId, u64), Vec<Checkpoint>> {
+        &self.conflicting_checkpoints
+    }
+
+    /// Compares a trusted checkpoint with the event held at its (site, seq). Returns the
+    /// held event when they disagree (the checkpoint is then kept as proof of equivocation,
+    /// the feed frozen, and the finding put on the held event's chain); `None` when they
+    /// agree, when nothing is held there yet, or when this contradiction is already known.
+    ///
+    /// # Errors
+    /// [`StoreError`] reading the held event.
+    pub fn check_checkpoint(
+        &mut self,
+        cp: &Checkpoint,
+        store: &Store,
+    ) -> Result<Option<Event>, StoreError> {
+        let state = self.feed_state(&cp.site);
+        if cp.seq.0 > state.seq {
+            return Ok(None);
+        }
+        let Some(held) = self.held_at(&cp.site, cp.seq, store)? else {
+            return Ok(None);
+        };
+        if held == cp.head {
+            return Ok(None);
+        }
+        let known = self
+            .conflicting_checkpoints
+            .entry((cp.site.clone(), cp.seq.0))
+            .or_default();
+        if known.iter().any(|k| k.bytes() == cp.bytes()) {
+            return Ok(None);
+        }
+        known.push(cp.clone());
+        self.frozen.entry(cp.site.clone()).or_insert(state.seq);
+        let Some(event) = store.find(&cp.site, cp.seq, &held)? else {
+            return Ok(None);
+        };
+        if let Some(chain) = self.chains.get_mut(event.coi()) {
+            chain.push_finding(Finding::new(
+                Code::FeedFork,
+                vec![held, cp.head],
+                format!("site {} signed a checkpoint naming {} as its seq {}, but this node holds event {} there: equivocation", cp.site, cp.head.short(), cp.seq, held.short()),
+            ));
+        }
+        Ok(Some(event))
+    }
+
+    /// Stops (`true`) or allows signing for a local site until its feed is learned.
+    pub fn set_learning(&mut self, site: &SiteId, learning: bool) {
+        if learning {
+            self.learning.insert(site.clone());
+        } else {
+            self.learning.remove(site);
+        }
+    }
+
+    pub fn is_learning(&self, site: &SiteId) -> bool {
+        self.learning.contains(site)
+    }
+
+    /// Decides an event received by replication, already admitted (network, certificate,
+    /// signature: [`ledger_core::Admission`]). The fold judges it but never refuses it: it
+    /// is another site's signed record, and its findings are kept with the chain.
+    ///
+    /// # Errors
+    /// [`StoreError`] reading what is held.
+    pub fn ingest(
+        &mut self,
+        event: Event,
+        role: Role,
+        store: &Store,
+    ) -> Result<Ingest, StoreError> {
+        let site = event.author().clone();
+        let state = self.feed_state(&site);
+        let held = if event.seq().0 <= state.seq {
+            self.held_at(&site, event.seq(), store)?
+        } else {
+            None
+        };
+        match ledger_core::place(&state, &event, |_| held) {
+            Placement::Duplicate => Ok(Ingest::Duplicate),
+            Placement::Gap { from, to } => Ok(Ingest::Gap { from, to }),
+            Placement::Frozen { at } => Ok(Ingest::Rejected {
+                reason: format!("site {site}'s feed is frozen at seq {at} after an equivocation; seq {} is not accepted", event.seq()),
+            }),
+            Placement::BrokenLink { expected } => Ok(Ingest::Rejected {
+                reason: format!(
+                    "seq {} names {} as its previous event, but this node holds {} as seq {}: the feed's hash chain is broken",
+                    event.seq(),
+                    event.prev().map_or("none".to_owned(), |p| p.short()),
+                    expected.map_or("none".to_owned(), |p| p.short()),
+                    state.seq
+                ),
+            }),
+            Placement::Fork { held } => {
+                let id = event.id();
+                let already = self
+                    .forks
+                    .get(&(site.clone(), event.seq().0))
+                    .is_some_and(|ids| ids.contains(&id));
+                if already || store.find(&site, event.seq(), &id)?.is_some() {
+                    return Ok(Ingest::Duplicate);
+                }
+                let seq = event.seq().0;
+                self.note_fork(&event, state.seq);
+                let finding = fork_finding(&site, seq, vec![held, id]);
+                let held_coi = match self.feed_in_flight.get(&(site.clone(), seq)) {
+                    Some((_, coi)) => Some(coi.clone()),
+                    None => store.find(&site, event.seq(), &held)?.map(|e| e.coi().clone()),
+                };
+                if let Some(chain) = held_coi.and_then(|c| self.chains.get_mut(&c)) {
+                    chain.push_finding(finding.clone());
+                }
+                let coi = event.coi().clone();
+                let chain = self
+                    .chains
+                    .entry(coi.clone())
+                    .or_insert_with(|| Chain::new(coi.clone()));
+                let position = chain.accept_evidence(finding);
+                let prepared = self.replicated(event, coi, position);
+                Ok(Ingest::Fork {
+                    prepared: Box::new(prepared),
+                    held,
+                })
+            }
+            Placement::Next => {
+                let coi = event.coi().clone();
+                self.load_clocks(&coi, store)?;
+                let missing: Vec<EventId> = match self.chains.get(&coi) {
+                    Some(chain) => event
+                        .parents()
+                        .iter()
+                        .filter(|p| !chain.clocks.as_ref().is_some_and(|c| c.contains(**p)))
+                        .copied()
+                        .collect(),
+                    None => event.parents().to_vec(),
+                };
+                if !missing.is_empty() {
+                    return Ok(Ingest::MissingParents { missing });
+                }
+                let chain = self
+                    .chains
+                    .entry(coi.clone())
+                    .or_insert_with(|| Chain::new(coi.clone()));
+                chain.last_used = self.tick;
+                let feed_prev = event
+                    .prev()
+                    .filter(|p| chain.clocks.as_ref().is_some_and(|c| c.contains(*p)));
+                let before = chain.n_clock_entries();
+                let (projection, findings) = chain.judge(&event, feed_prev, Some(role), &self.policy);
+                self.clock_entries += chain.n_clock_entries() - before;
+                let position = chain.accept(&event, projection, findings);
+                self.advance_feed(&event);
+                Ok(Ingest::New(Box::new(self.replicated(event, coi, position))))
+            }
+        }
+    }
+
+    /// A replicated event ready for the committer.
+    fn replicated(&mut self, event: Event, coi: Coi, position: u64) -> Prepared {
+        self.feed_in_flight.insert(
+            (event.author().clone(), event.seq().0),
+            (event.id(), coi.clone()),
+        );
+        Prepared {
+            receipt: Receipt {
+                event_id: event.id(),
+                site: event.author().clone(),
+                seq: event.seq(),
+                recorded_at: event.recorded_at(),
+                duplicate: false,
+            },
+            record: Record {
+                event,
+                request_id: None,
+            },
+            coi,
+            position,
+            durable: Arc::new(AtomicBool::new(false)),
+        }
     }
 
     /// Decides an append: a retry, a refusal, or a signed event ready to commit. On
@@ -429,6 +810,12 @@ impl Ledger {
         let Some(feed) = self.feeds.get(&draft.site) else {
             return Err(AppendError::NotLocalSite { site: draft.site });
         };
+        if self.learning.contains(&draft.site) {
+            return Err(AppendError::FeedNotLearned {
+                held: feed.seq,
+                site: draft.site,
+            });
+        }
         let is_opening = matches!(
             draft.body,
             Body::Collection { .. } | Body::Reassignment { .. }
@@ -516,6 +903,10 @@ impl Ledger {
         let durable = Arc::new(AtomicBool::new(false));
         self.in_flight
             .insert(key, (receipt.clone(), durable.clone()));
+        self.feed_in_flight.insert(
+            (draft.site.clone(), event.seq().0),
+            (event.id(), draft.coi.clone()),
+        );
         Ok(Outcome::New(Box::new(Prepared {
             record: Record {
                 event,
@@ -528,17 +919,29 @@ impl Ledger {
         })))
     }
 
-    /// Marks committed appends visible and forgets their in-flight request ids.
-    pub fn committed(&mut self, done: &[(Coi, u64, SiteId, Option<String>)]) {
+    /// Marks committed events visible and forgets their in-flight request ids and feed
+    /// positions.
+    pub fn committed(&mut self, done: &[Done]) {
         self.n_events += done.len() as u64;
-        for (coi, position, site, request_id) in done {
-            if let Some(chain) = self.chains.get_mut(coi) {
-                chain.committed = chain.committed.max(*position);
+        for d in done {
+            if let Some(chain) = self.chains.get_mut(&d.coi) {
+                chain.committed = chain.committed.max(d.position);
             }
-            if let Some(rid) = request_id {
-                self.in_flight.remove(&(site.clone(), rid.clone()));
+            if let Some(rid) = &d.request_id {
+                self.in_flight.remove(&(d.site.clone(), rid.clone()));
             }
+            self.feed_in_flight.remove(&(d.site.clone(), d.seq.0));
         }
         self.trim();
     }
+}
+
+/// An event the committer made durable: where it sits, and what to forget once indexed.
+#[derive(Debug, Clone)]
+pub struct Done {
+    pub coi: Coi,
+    pub position: u64,
+    pub site: SiteId,
+    pub seq: Seq,
+    pub request_id: Option<String>,
 }

@@ -16,6 +16,7 @@ pub mod grpc;
 pub mod ledger;
 pub mod network;
 pub mod pipeline;
+pub mod replication;
 pub mod store;
 
 use anyhow::Context;
@@ -85,6 +86,10 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         let ledger = &mut ledger;
         tokio::task::block_in_place(|| store::Store::open(&store_cfg, |r| ledger.replay(r)))?
     };
+    ledger.resolve_forks(&store)?;
+    if cfg.nats.is_some() {
+        replication::prepare(&mut ledger, &network, &store, &cfg.store_dir())?;
+    }
     ledger.trim();
     tracing::info!(
         events = report.n_records,
@@ -106,6 +111,22 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         cfg.limits.commit_group_max,
         shutdown.clone(),
     );
+    let replication = match &cfg.nats {
+        Some(nats) => {
+            replication::start(
+                nats,
+                network.clone(),
+                pipeline.clone(),
+                cfg.store_dir(),
+                shutdown.clone(),
+            )
+            .await?
+        }
+        None => {
+            tracing::info!("no NATS configured: standalone node");
+            Vec::new()
+        }
+    };
 
     if let Some(addr) = cfg.metrics_listen {
         metrics_exporter_prometheus::PrometheusBuilder::new()
@@ -168,6 +189,15 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         )
         .await?;
     tracing::info!("shutting down: finishing appends in flight");
+    // The replication tasks hold the pipeline; they end on the same cancellation.
+    for task in replication {
+        if tokio::time::timeout(std::time::Duration::from_secs(10), task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("a replication task did not stop within 10 s");
+        }
+    }
     drop(pipeline);
     tokio::task::spawn_blocking(move || committer.join())
         .await?

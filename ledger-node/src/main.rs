@@ -60,6 +60,11 @@ struct Flags {
     #[arg(long, global = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     tls_key_file: Option<PathBuf>,
+    /// Replicate over NATS JetStream at this server URL (repeat for several); the rest of
+    /// the `[nats]` settings come from the config file. Without NATS the node is standalone.
+    #[arg(long = "nats-url", global = true)]
+    #[serde(skip)]
+    nats_urls: Vec<String>,
     /// Log JSON lines.
     #[arg(long, global = true)]
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -122,6 +127,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if !cli.flags.nats_urls.is_empty() {
+        cfg.nats.get_or_insert_with(Default::default).urls = cli.flags.nats_urls.clone();
+        if let Err(e) = cfg.validate() {
+            eprintln!("ledger-node: {e}");
+            return ExitCode::from(2);
+        }
+    }
     init_logs(cfg.log_json);
     match cli.command.unwrap_or(Command::Run {
         no_metrics: false,
@@ -129,7 +141,11 @@ fn main() -> ExitCode {
     }) {
         Command::CheckConfig => match ledger_node::load_network(&cfg) {
             Ok(net) => {
-                println!("configuration ok: network {} (anchor {}), {} certificates, signs for {} site(s), listens on {}", net.id, net.anchor.fingerprint(), net.certificates.len(), net.local_sites.len(), cfg.listen);
+                let replication = match &cfg.nats {
+                    Some(n) => format!("replicates over NATS at {}", n.urls.join(", ")),
+                    None => "standalone (no NATS)".to_owned(),
+                };
+                println!("configuration ok: network {} (anchor {}), {} certificates, signs for {} site(s), listens on {}, {replication}", net.id, net.anchor.fingerprint(), net.certificates.len(), net.local_sites.len(), cfg.listen);
                 ExitCode::SUCCESS
             }
             Err(e) => {

@@ -15,7 +15,7 @@
 //! If the disk fails, the in-memory state is ahead of the log: the node answers every
 //! waiting and later append with an error, stops, and rebuilds from the log on restart.
 
-use crate::ledger::{AppendError, Ledger, Outcome, Prepared, Receipt};
+use crate::ledger::{AppendError, Done, Ingest, Ledger, Outcome, Prepared, Receipt};
 use crate::store::{Record, Store};
 use ledger_core::{Coi, Event, Timestamp};
 use proto::convert::AppendDraft;
@@ -284,6 +284,119 @@ impl Pipeline {
     }
 }
 
+/// What became of an event received by replication.
+#[derive(Debug)]
+pub enum Ingested {
+    /// Durable now (`fork`: stored as evidence of equivocation, with the id held there).
+    Stored {
+        fork: Option<ledger_core::EventId>,
+    },
+    Duplicate,
+    Gap {
+        from: u64,
+        to: u64,
+    },
+    MissingParents {
+        missing: Vec<ledger_core::EventId>,
+    },
+    Rejected {
+        reason: String,
+    },
+    /// The store failed; the node is stopping.
+    Failed {
+        reason: String,
+    },
+}
+
+impl Pipeline {
+    /// Stores events received by replication (each already admitted), in order, and
+    /// answers once the new ones are durable. Waits for room in the queue rather than
+    /// refusing: replication can always come back later, but should not spin.
+    pub async fn ingest(&self, events: Vec<(Event, ledger_core::Role)>) -> Vec<Ingested> {
+        let mut out = Vec::with_capacity(events.len());
+        let mut pending = Vec::new();
+        let mut events = events.into_iter().peekable();
+        while events.peek().is_some() {
+            let chunk: Vec<(Event, ledger_core::Role)> =
+                events.by_ref().take(INGEST_CHUNK).collect();
+            let permit = match self.jobs.reserve().await {
+                Ok(p) => p,
+                Err(_) => {
+                    out.extend(chunk.iter().map(|_| Ingested::Failed {
+                        reason: "the node is stopping".into(),
+                    }));
+                    continue;
+                }
+            };
+            if self.stopped.load(Ordering::Acquire) {
+                out.extend(chunk.iter().map(|_| Ingested::Failed {
+                    reason: "the node stopped after a storage failure".into(),
+                }));
+                continue;
+            }
+            let mut results = Vec::with_capacity(chunk.len());
+            let mut prepared = Vec::new();
+            {
+                let mut ledger = self.ledger();
+                for (event, role) in chunk {
+                    let r = match ledger.ingest(event, role, &self.store) {
+                        Ok(Ingest::New(p)) => {
+                            prepared.push(*p);
+                            Ingested::Stored { fork: None }
+                        }
+                        Ok(Ingest::Fork { prepared: p, held }) => {
+                            prepared.push(*p);
+                            Ingested::Stored { fork: Some(held) }
+                        }
+                        Ok(Ingest::Duplicate) => Ingested::Duplicate,
+                        Ok(Ingest::Gap { from, to }) => Ingested::Gap { from, to },
+                        Ok(Ingest::MissingParents { missing }) => {
+                            Ingested::MissingParents { missing }
+                        }
+                        Ok(Ingest::Rejected { reason }) => Ingested::Rejected { reason },
+                        Err(e) => Ingested::Failed {
+                            reason: e.to_string(),
+                        },
+                    };
+                    results.push(r);
+                }
+                if prepared.is_empty() {
+                    drop(permit);
+                } else {
+                    let (reply, answer) = oneshot::channel();
+                    // Sent under the lock: queue order is sequencing order.
+                    permit.send(Job { prepared, reply });
+                    pending.push((results.len(), answer));
+                }
+            }
+            out.extend(results);
+        }
+        // Stored results are true only once their group is durable.
+        let mut failed: Option<String> = None;
+        for (_, answer) in pending {
+            let outcome = answer
+                .await
+                .unwrap_or_else(|_| Err("the committer stopped".into()));
+            if let Err(e) = outcome {
+                failed = Some(e);
+            }
+        }
+        if let Some(reason) = failed {
+            for r in &mut out {
+                if matches!(r, Ingested::Stored { .. }) {
+                    *r = Ingested::Failed {
+                        reason: reason.clone(),
+                    };
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Replicated events decided under one hold of the ledger lock.
+pub const INGEST_CHUNK: usize = 256;
+
 /// How long a read waits for the index to catch up with durable appends.
 pub const CATCH_UP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -307,7 +420,7 @@ struct Committer {
 /// A durable group on its way to the index.
 struct Durable {
     records: Vec<Record>,
-    meta: Vec<(Coi, u64, ledger_core::SiteId, Option<String>)>,
+    meta: Vec<Done>,
     written: crate::store::Written,
 }
 
@@ -396,12 +509,13 @@ impl Committer {
             let mut flags = Vec::with_capacity(n);
             for job in jobs {
                 for p in job.prepared {
-                    meta.push((
-                        p.coi,
-                        p.position,
-                        p.receipt.site,
-                        p.record.request_id.clone(),
-                    ));
+                    meta.push(Done {
+                        coi: p.coi,
+                        position: p.position,
+                        site: p.receipt.site,
+                        seq: p.receipt.seq,
+                        request_id: p.record.request_id.clone(),
+                    });
                     records.push(p.record);
                     flags.push(p.durable);
                 }
@@ -524,11 +638,11 @@ impl Indexer {
             }
             let n_groups = groups.len() as u64;
             for group in groups {
-                for (record, (coi, position, _, _)) in group.records.into_iter().zip(group.meta) {
+                for (record, done) in group.records.into_iter().zip(group.meta) {
                     // No receiver is fine: nobody is watching.
                     let _ = self.committed.send(Arc::new(Committed {
-                        coi,
-                        position,
+                        coi: done.coi,
+                        position: done.position,
                         event: record.event,
                     }));
                 }

@@ -71,6 +71,17 @@ impl std::fmt::Debug for Token {
     }
 }
 
+fn parse_site_node(text: &str) -> Result<(String, String), String> {
+    let (site, url) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not SITE=URL"))?;
+    ledger_core::SiteId::parse(site).map_err(|e| e.to_string())?;
+    if url.is_empty() {
+        return Err(format!("{text:?}: the URL is empty"));
+    }
+    Ok((site.to_owned(), url.to_owned()))
+}
+
 fn parse_token(text: &str) -> Result<Token, String> {
     Ok(Token(text.trim().to_owned()))
 }
@@ -199,6 +210,12 @@ enum Command {
         /// (to move a journey whose times are in the node's future into the past).
         #[arg(long, value_name = "TIME", value_parser = parse_time)]
         start: Option<ledger_core::Timestamp>,
+        /// Send a site's steps to another node than --node, as SITE=URL (repeat): for sites
+        /// served by different nodes that replicate to each other. Before a step goes to a
+        /// node other than the previous step's, the replay waits (up to --timeout) until
+        /// that node holds the chain's earlier events.
+        #[arg(long = "site-node", value_name = "SITE=URL", value_parser = parse_site_node)]
+        site_nodes: Vec<(String, String)>,
         #[command(flatten)]
         node: NodeArgs,
         #[arg(long, value_enum, default_value = "text")]
@@ -326,9 +343,17 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
             journey,
             tokens,
             start,
+            site_nodes,
             node,
             output,
-        } => remote::block_on(remote::replay(&journey, &tokens, start, &node, output)),
+        } => remote::block_on(remote::replay(
+            &journey,
+            &tokens,
+            start,
+            &site_nodes,
+            &node,
+            output,
+        )),
         Command::VerifyBundle {
             bundle,
             anchor,

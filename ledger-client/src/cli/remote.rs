@@ -268,12 +268,47 @@ fn future_note(plan: &Replay) -> Option<String> {
     ))
 }
 
+/// Waits until the node behind `client` holds every event in `ids` of chain `coi`.
+async fn wait_until_held(
+    client: &Client,
+    coi: &ledger_core::Coi,
+    ids: &[ledger_core::EventId],
+    within: Duration,
+) -> Result<(), crate::client::Error> {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let held: std::collections::HashSet<ledger_core::EventId> = match client.chain(coi).await {
+            Ok(events) => events.iter().map(ledger_core::Event::id).collect(),
+            Err(crate::client::Error::Rejected {
+                code: tonic::Code::NotFound,
+                ..
+            }) => Default::default(),
+            Err(e) => return Err(e),
+        };
+        if ids.iter().all(|id| held.contains(id)) {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(crate::client::Error::Failed {
+                code: tonic::Code::DeadlineExceeded,
+                message: format!(
+                    "the node holds {} of the chain's {} earlier events after {within:?}: is replication between the nodes running?",
+                    ids.iter().filter(|id| held.contains(id)).count(),
+                    ids.len()
+                ),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Reads every site's token before the first append, so a missing token file cannot stop
 /// a replay half way.
 pub(super) async fn replay(
     journey: &Path,
     tokens: &Path,
     start: Option<Timestamp>,
+    site_nodes: &[(String, String)],
     node: &NodeArgs,
     output: Output,
 ) -> Result<ExitCode, CliError> {
@@ -310,23 +345,55 @@ pub(super) async fn replay(
         CliError::Usage(format!("{}: the journey has no steps", journey.display()))
     })?;
     let client = Client::connect_with(&node.node, first_site.1.clone(), config(node)?).await?;
+    let mut nodes: BTreeMap<String, Client> = BTreeMap::new();
+    nodes.insert(node.node.clone(), client.clone());
+    for (_, url) in site_nodes {
+        if !nodes.contains_key(url) {
+            let c = Client::connect_with(url, first_site.1.clone(), config(node)?).await?;
+            nodes.insert(url.clone(), c);
+        }
+    }
+    // site -> (node URL, client with the site's token)
     let mut clients = BTreeMap::new();
     for (site, token) in &site_tokens {
-        clients.insert(site.clone(), client.with_token(token)?);
+        let url = site_nodes
+            .iter()
+            .rev()
+            .find(|(s, _)| s == site)
+            .map_or(node.node.as_str(), |(_, u)| u.as_str());
+        let base = nodes.get(url).unwrap_or(&client);
+        clients.insert(site.clone(), (url.to_owned(), base.with_token(token)?));
     }
     let clients = &clients;
+    let coi = plan.coi().clone();
+    let wait_for = Duration::from_secs(node.timeout);
+    // The events appended so far and the node the last step went to: a step for a site on
+    // another node waits until replication brought it the chain so far.
+    let appended = std::cell::RefCell::new((Vec::<ledger_core::EventId>::new(), String::new()));
+    let appended = &appended;
     let done = plan
         .run(
-            |site, req| async move {
-                match clients.get(&site) {
-                    Some(c) => c.append(req).await,
+            |site, req| {
+                let coi = coi.clone();
+                async move {
                     // Every site of the plan got a client above.
-                    None => unreachable!("no client for site {site}"),
+                    let Some((url, c)) = clients.get(&site) else {
+                        unreachable!("no client for site {site}")
+                    };
+                    let (ids, last) = appended.borrow().clone();
+                    if !ids.is_empty() && *url != last {
+                        wait_until_held(c, &coi, &ids, wait_for).await?;
+                    }
+                    appended.borrow_mut().1 = url.clone();
+                    c.append(req).await
                 }
             },
-            |r| match output {
-                Output::Json => print_json(render::replayed_json(r)),
-                Output::Text => out::println(render::replayed_text(r)),
+            |r| {
+                appended.borrow_mut().0.push(r.receipt.event_id);
+                match output {
+                    Output::Json => print_json(render::replayed_json(r)),
+                    Output::Text => out::println(render::replayed_text(r)),
+                }
             },
         )
         .await?;

@@ -6,7 +6,7 @@ use crate::config::Limits;
 use crate::network::{Network, Principal};
 use crate::pipeline::Pipeline;
 use ledger_core::bundle::BundleDraft;
-use ledger_core::{Coi, Event, EventId, Options, Policy, Scope, Trust};
+use ledger_core::{Checkpoint, Coi, Event, EventId, Options, Policy, Scope, SiteId, Trust};
 use proto::convert::{self, AppendDraft};
 use proto::v1 as pb;
 use std::collections::HashSet;
@@ -108,6 +108,66 @@ impl LedgerApi {
             .map_err(|e| Status::internal(format!("reading the chain: {e}")))?
             .map(|v| v.into_iter().map(|(_, e)| e).collect())
             .map_err(|e| status::store_error(&e))
+    }
+
+    /// The proof of any equivocation touching these events: the other events signed for
+    /// the same (site, seq), added to `events`, and the conflicting checkpoints, returned.
+    /// With them a verifier (here, or offline from an export) reports the fork itself.
+    async fn add_fork_evidence(&self, events: &mut Vec<Event>) -> Result<Vec<Checkpoint>, Status> {
+        let (forks, checkpoints) = {
+            let ledger = self.pipeline.ledger();
+            if ledger.forks().is_empty() && ledger.conflicting_checkpoints().is_empty() {
+                return Ok(Vec::new());
+            }
+            let positions: std::collections::BTreeSet<(SiteId, u64)> = events
+                .iter()
+                .map(|e| (e.author().clone(), e.seq().0))
+                .collect();
+            let forks: Vec<(SiteId, u64, Vec<EventId>)> = positions
+                .iter()
+                .filter_map(|k| {
+                    ledger
+                        .forks()
+                        .get(k)
+                        .map(|ids| (k.0.clone(), k.1, ids.clone()))
+                })
+                .collect();
+            let checkpoints: Vec<Checkpoint> = positions
+                .iter()
+                .filter_map(|k| ledger.conflicting_checkpoints().get(k))
+                .flatten()
+                .cloned()
+                .collect();
+            (forks, checkpoints)
+        };
+        if forks.is_empty() {
+            return Ok(checkpoints);
+        }
+        let store = self.pipeline.store().clone();
+        let have: std::collections::HashSet<EventId> = events.iter().map(Event::id).collect();
+        let extra = tokio::task::spawn_blocking(move || {
+            let mut extra = Vec::new();
+            for (site, seq, ids) in forks {
+                if let Some(held) = store.feed_record(&site, ledger_core::Seq(seq))? {
+                    extra.push(held);
+                }
+                for id in ids {
+                    if let Some(e) = store.find(&site, ledger_core::Seq(seq), &id)? {
+                        extra.push(e);
+                    }
+                }
+            }
+            Ok::<_, crate::store::StoreError>(extra)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("reading fork evidence: {e}")))?
+        .map_err(|e| status::store_error(&e))?;
+        for e in extra {
+            if !have.contains(&e.id()) && !events.iter().any(|x| x.id() == e.id()) {
+                events.push(e);
+            }
+        }
+        Ok(checkpoints)
     }
 
     fn trust(&self) -> Trust {
@@ -301,14 +361,15 @@ impl pb::ledger_service_server::LedgerService for LedgerApi {
     ) -> Result<Response<pb::VerifyChainResponse>, Status> {
         self.begin_read(&req).await?;
         let coi = self.coi("coi", &req.get_ref().coi)?;
-        let events = self.chain_events(&coi).await?;
+        let mut events = self.chain_events(&coi).await?;
+        let checkpoints = self.add_fork_evidence(&mut events).await?;
         let trust = self.trust();
         let options = Options {
             scope: Scope::CoiExport,
             policy: self.policy.clone(),
             coi: Some(coi),
             heads: None,
-            checkpoints: Vec::new(),
+            checkpoints,
         };
         let verdict =
             tokio::task::spawn_blocking(move || ledger_core::verify(&events, &trust, &options))
@@ -335,11 +396,12 @@ impl pb::ledger_service_server::LedgerService for LedgerApi {
     ) -> Result<Response<Self::ExportChainStream>, Status> {
         self.begin_read(&req).await?;
         let coi = self.coi("coi", &req.get_ref().coi)?;
-        let events = self.chain_events(&coi).await?;
+        let mut events = self.chain_events(&coi).await?;
         let site = self.network.local_sites.first().ok_or_else(|| {
             Status::failed_precondition("this node signs for no site, so it cannot sign an export")
         })?;
         let heads = heads_of(&events);
+        let checkpoints = self.add_fork_evidence(&mut events).await?;
         let bundle = BundleDraft {
             network: &self.network.id,
             coi: &coi,
@@ -354,7 +416,7 @@ impl pb::ledger_service_server::LedgerService for LedgerApi {
                 .map(|c| c.bytes())
                 .collect(),
             revocations: self.network.revocations.iter().map(|r| r.bytes()).collect(),
-            checkpoints: Vec::new(),
+            checkpoints: checkpoints.iter().map(Checkpoint::bytes).collect(),
         }
         .sign(&site.key);
         let total = bundle.len() as u64;

@@ -14,9 +14,10 @@ pub fn append_error(e: &AppendError) -> Status {
         | AppendError::Refused { .. } => Code::FailedPrecondition,
         AppendError::ScanInFuture { .. } => Code::InvalidArgument,
         AppendError::TooLarge { .. } | AppendError::QueueFull { .. } => Code::ResourceExhausted,
-        AppendError::InFlight | AppendError::Stopped | AppendError::CommitFailed { .. } => {
-            Code::Unavailable
-        }
+        AppendError::InFlight
+        | AppendError::Stopped
+        | AppendError::CommitFailed { .. }
+        | AppendError::FeedNotLearned { .. } => Code::Unavailable,
         AppendError::Storage(_) => Code::Internal,
     };
     Status::new(code, e.to_string())

@@ -16,7 +16,13 @@
 //! 'u' | unit                               -> coi of the event that last created it
 //! 'm' | "applied"                          -> index format u32 BE | log offset u64 BE
 //!                                             | records u64 BE
+//! 'p' | site                               -> u64 BE: the outbox mark, the last seq of
+//!                                             the site's feed that NATS acknowledged
 //! ```
+//!
+//! The outbox mark is the one key that is not derived from the log. Losing it (a crash
+//! within sled's fsync interval, an index rebuild) only republishes events, which every
+//! receiver stores idempotently by id.
 //!
 //! An event is found by its feed position, where its id is compared with the record's;
 //! there is no key per event id, because random ids spread over the whole tree cost sled
@@ -55,6 +61,7 @@ const CHAIN_LEN: u8 = b'l';
 const REQUEST: u8 = b'r';
 const UNIT: u8 = b'u';
 const APPLIED_KEY: &[u8] = b"mapplied";
+const OUTBOX: u8 = b'p';
 
 /// How far the index has followed the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -413,5 +420,19 @@ impl Index {
                     .map_err(|e| corrupt(&k, e.to_string()))
             }
         }
+    }
+
+    /// The last seq of `site`'s feed that NATS acknowledged (0: none).
+    pub(super) fn outbox_mark(&self, site: &SiteId) -> Result<u64, StoreError> {
+        let k = key(OUTBOX, &[site.as_str().as_bytes()]);
+        self.get(&k)?.map_or(Ok(0), |v| u64_be(&k, &v))
+    }
+
+    pub(super) fn set_outbox_mark(&self, site: &SiteId, seq: u64) -> Result<(), StoreError> {
+        let k = key(OUTBOX, &[site.as_str().as_bytes()]);
+        self.tree
+            .insert(k, &seq.to_be_bytes())
+            .map_err(|e| self.sled_error(e))?;
+        Ok(())
     }
 }

@@ -521,6 +521,33 @@ impl Store {
         }
     }
 
+    /// The first event stored at `(site, seq)`, whole.
+    ///
+    /// # Errors
+    /// As for [`Store::find`].
+    pub fn feed_record(&self, site: &SiteId, seq: Seq) -> Result<Option<Event>, StoreError> {
+        match self.index.feed_event(site, seq)? {
+            None => Ok(None),
+            Some(at) => Ok(Some(self.read(at)?.event)),
+        }
+    }
+
+    /// The outbox mark: the last seq of a local site's feed that NATS acknowledged.
+    ///
+    /// # Errors
+    /// [`StoreError::Sled`] or [`StoreError::IndexCorrupt`].
+    pub fn outbox_mark(&self, site: &SiteId) -> Result<u64, StoreError> {
+        self.index.outbox_mark(site)
+    }
+
+    /// Moves the outbox mark (not made durable: losing it only republishes).
+    ///
+    /// # Errors
+    /// [`StoreError::Sled`].
+    pub fn set_outbox_mark(&self, site: &SiteId, seq: u64) -> Result<(), StoreError> {
+        self.index.set_outbox_mark(site, seq)
+    }
+
     /// Events of a chain in the order they were committed, positions 1-based: those with
     /// position > `after`, at most `limit`.
     ///
