@@ -553,7 +553,9 @@ impl Shared {
                 self.subjects.all("checkpoints"),
             ],
             ack_policy: consumer::AckPolicy::Explicit,
-            ack_wait: Duration::from_secs(30),
+            // A message delivered to a node that died comes back after this; a gap it left
+            // is usually repaired sooner (see `handle_checkpoint`).
+            ack_wait: Duration::from_secs(10),
             max_ack_pending: 20_000,
             max_deliver: -1,
             ..Default::default()
@@ -772,9 +774,15 @@ impl Shared {
             let s = seqs.entry(cp.site.clone()).or_default();
             *s = (*s).max(cp.seq.0);
         }
-        let held = self.pipeline.ledger().feed_state(&cp.site).seq;
+        let state = self.pipeline.ledger().feed_state(&cp.site);
         metrics::gauge!("ledger_replication_lag_events", "site" => cp.site.to_string())
-            .set(cp.seq.0.saturating_sub(held) as f64);
+            .set(cp.seq.0.saturating_sub(state.seq) as f64);
+        // The author's feed is ahead of this node although the stream delivered its events
+        // before the checkpoint: they went to a consumer that died, or the stream lost them.
+        // Ask for them rather than wait for redelivery.
+        if cp.seq.0 > state.seq && state.frozen_at.is_none() {
+            self.spawn_repair(cp.site.clone(), state.seq + 1, cp.seq.0);
+        }
         let conflict = {
             let mut ledger = self.pipeline.ledger();
             ledger.check_checkpoint(&cp, self.store())

@@ -3,6 +3,8 @@
 //! and stop it (SIGTERM, or SIGKILL for crash tests). A node still running when its handle
 //! drops is killed, so no test leaves a server behind.
 
+pub mod nats;
+
 use anyhow::{bail, Context};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
