@@ -359,4 +359,20 @@ mod tests {
             .to_string();
         assert!(e.contains("does not exist"), "{e}");
     }
+
+    #[test]
+    fn deployment_examples_are_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/deploy");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|x| x == "toml") {
+                let cfg = Config::load(Some(&path), NoOverrides {})
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                assert!(cfg.nats.is_some(), "{} configures no NATS", path.display());
+                n += 1;
+            }
+        }
+        assert_eq!(n, 2);
+    }
 }
