@@ -561,6 +561,7 @@ mod tests {
                     journey: "journey.toml",
                     tokens: "tokens/",
                     start: None,
+                    site_nodes: [],
                     node: NodeArgs {
                         node: "http://127.0.0.1:50051",
                         timeout: 30,
