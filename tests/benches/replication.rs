@@ -4,7 +4,7 @@
 //! - latency from the append's answer at node A to the event being stored, verified and
 //!   visible at node B (B's WatchChain), p50 and p99;
 //! - sustained: A's standalone append rate (16 clients), then appends at fractions of it
-//!   for a while, sampling how many events B lags behind; the lag is bounded when it does
+//!   (32 paced clients) for a while, sampling how many events B lags behind; the lag is bounded when it does
 //!   not grow from the first third of the run to the last;
 //! - catch-up: B is stopped while 100,000 events are appended at A, then started; its
 //!   rate of storing them against the core verifier's rate on the same events.
@@ -280,7 +280,7 @@ async fn main() -> anyhow::Result<()> {
             let sent = sent.clone();
             let tag = format!("sustain{fraction}");
             tokio::spawn(
-                async move { load(&ac, &chains, &tag, 16, sustain, Some(rate), sent).await },
+                async move { load(&ac, &chains, &tag, 32, sustain, Some(rate), sent).await },
             )
         };
         let start = Instant::now();

@@ -578,3 +578,115 @@ async fn garbage_on_the_subjects_is_rejected_and_never_stored() {
     let all = net.converged(2).await;
     assert_identical(&all, &[r]);
 }
+
+/// Against a three-member JetStream cluster (the hub of a real deployment) with the stream
+/// replicated three times: replication goes on while one member is down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_three_member_nats_cluster_keeps_replicating_with_one_member_down() {
+    let mut cluster = tests::nats::NatsCluster::start(3).expect("nats cluster starts");
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let urls = cluster.urls();
+    let config = |first: usize| {
+        // Each node prefers a different member and may fail over to the others.
+        let mut order = urls.clone();
+        order.rotate_left(first);
+        let path = tmp.path().join(format!("node{first}.toml"));
+        let list: Vec<String> = order.iter().map(|u| format!("{u:?}")).collect();
+        std::fs::write(
+            &path,
+            format!(
+                "[nats]\nurls = [{}]\nreplicas = 3\ncheckpoint_interval_ms = 500\n",
+                list.join(", ")
+            ),
+        )
+        .expect("config");
+        path
+    };
+    let (c0, c1) = (config(0), config(1));
+    let dirs = [tmp.path().join("clinic"), tmp.path().join("depot")];
+    let clinic_node = Node::start(
+        &dirs[0],
+        &["--config", c0.to_str().expect("path"), "--site", "clinic-a"],
+    )
+    .expect("clinic node");
+    let network = dirs[0].join("network");
+    let network = network.to_str().expect("path");
+    let depot_node = Node::start(
+        &dirs[1],
+        &[
+            "--config",
+            c1.to_str().expect("path"),
+            "--network-dir",
+            network,
+            "--site",
+            "depot-1",
+        ],
+    )
+    .expect("depot node");
+    let token = |name: &str| {
+        std::fs::read_to_string(dirs[0].join(format!("network/tokens/{name}.token")))
+            .expect("token")
+            .trim()
+            .to_owned()
+    };
+    let clinic = Client::connect(&clinic_node.addr, token("clinic-a"))
+        .await
+        .expect("client");
+    let auditor_at_depot = Client::connect(&depot_node.addr, token("auditor"))
+        .await
+        .expect("client");
+    let mut acked = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // The node signs once it has learned its (empty) feed from the cluster.
+    let first = loop {
+        match clinic
+            .append(request("c-open", "clinic-a", &coi(0), T0, collection(0)))
+            .await
+        {
+            Ok(r) => break r,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "clinic node never signed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    acked.push(first);
+    cluster.stop_one(2);
+    for k in 0..20 {
+        acked.push(
+            clinic
+                .append(request(
+                    &format!("c-{k}"),
+                    "clinic-a",
+                    &coi(0),
+                    T0 + 60,
+                    note(&format!("with a member down {k}")),
+                ))
+                .await
+                .expect("append"),
+        );
+    }
+    let deadline = Instant::now() + CONVERGE;
+    loop {
+        let held: BTreeSet<EventId> = match auditor_at_depot.chain(&coi(0)).await {
+            Ok(events) => events.iter().map(Event::id).collect(),
+            Err(_) => BTreeSet::new(),
+        };
+        if acked.iter().all(|r| held.contains(&r.event_id)) {
+            assert_eq!(
+                held.len(),
+                acked.len(),
+                "the depot holds events nobody appended"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the depot holds {} of {} events",
+            held.len(),
+            acked.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cluster.restart_one(2).expect("member restarts");
+}
