@@ -60,6 +60,21 @@ const REPAIR_TIMEOUT: Duration = Duration::from_secs(3);
 /// network before signing (written when a store is restored from a backup).
 pub const RESYNC_MARKER: &str = "resync-required";
 
+/// What stage one made of one message.
+enum Verdict {
+    Reject { reason: &'static str, why: String },
+    Held,
+    Event(Box<Event>, Role),
+    Checkpoint(Box<Checkpoint>),
+}
+
+/// A batch's messages that still need storing, in order.
+#[derive(Default)]
+struct Admitted {
+    events: Vec<(jetstream::Message, Event, Role)>,
+    checkpoints: Vec<(jetstream::Message, Checkpoint)>,
+}
+
 /// The subjects of one network.
 #[derive(Debug, Clone)]
 pub struct Subjects {
@@ -516,6 +531,17 @@ impl Shared {
             };
             let batches = messages.chunks_timeout(CONSUME_BATCH, CONSUME_BATCH_WAIT);
             tokio::pin!(batches);
+            // Admission of the next batch overlaps the commit of this one; stage two takes
+            // batches in order, so feeds are still stored in stream order.
+            let (to_store, mut stored_rx) = tokio::sync::mpsc::channel::<Admitted>(1);
+            let stage_two = {
+                let this = self.clone();
+                tokio::spawn(async move {
+                    while let Some(batch) = stored_rx.recv().await {
+                        this.store_batch(batch).await;
+                    }
+                })
+            };
             loop {
                 let batch = tokio::select! {
                     () = self.shutdown.cancelled() => return,
@@ -533,11 +559,18 @@ impl Shared {
                         }
                     }
                 }
-                self.handle_batch(ok).await;
+                if !ok.is_empty() {
+                    let admitted = self.admit_batch(ok).await;
+                    if to_store.send(admitted).await.is_err() {
+                        break;
+                    }
+                }
                 if broken {
                     break;
                 }
             }
+            drop(to_store);
+            let _ = stage_two.await;
             if !pause(&self.shutdown, backoff.next()).await {
                 return;
             }
@@ -590,56 +623,125 @@ impl Shared {
             .context("reading the consumer's messages")
     }
 
-    async fn handle_batch(&self, batch: Vec<jetstream::Message>) {
-        if batch.is_empty() {
-            return;
+    /// Stage one of a batch, off the async runtime: decodes every message, recognises events
+    /// already held (redeliveries, a node's own events coming back) without checking their
+    /// signatures again, and admits the rest on both cores. Acknowledges what needs no
+    /// storing; returns the rest, in order, for [`Shared::store_batch`].
+    async fn admit_batch(self: &Arc<Self>, batch: Vec<jetstream::Message>) -> Admitted {
+        let this = self.clone();
+        let (batch, verdicts) = tokio::task::spawn_blocking(move || {
+            let verdicts = this.judge_messages(&batch);
+            (batch, verdicts)
+        })
+        .await
+        .unwrap_or_else(|_| (Vec::new(), Vec::new()));
+        let mut out = Admitted::default();
+        for (m, verdict) in batch.into_iter().zip(verdicts) {
+            match verdict {
+                Verdict::Reject { reason, why } => self.reject(&m, reason, &why).await,
+                Verdict::Held => {
+                    count_received("duplicate");
+                    ack(&m, AckKind::Ack).await;
+                }
+                Verdict::Event(e, role) => out.events.push((m, *e, role)),
+                Verdict::Checkpoint(cp) => out.checkpoints.push((m, *cp)),
+            }
         }
-        let mut events: Vec<(jetstream::Message, Event)> = Vec::new();
-        let mut checkpoints: Vec<(jetstream::Message, Checkpoint)> = Vec::new();
-        for m in batch {
-            let subject = m.subject.to_string();
-            let Some((kind, site_token)) = self.subjects.parse(&subject) else {
-                self.reject(&m, "subject", &format!("unexpected subject {subject}"))
-                    .await;
-                continue;
-            };
-            match kind {
-                "events" => match Event::from_bytes(&m.payload) {
-                    Ok(e) if token(e.author()) == site_token => events.push((m, e)),
-                    Ok(e) => {
-                        let why = format!("event by {} on subject {subject}", e.author());
-                        self.reject(&m, "subject_mismatch", &why).await;
+        out
+    }
+
+    fn judge_messages(&self, batch: &[jetstream::Message]) -> Vec<Verdict> {
+        let mut verdicts: Vec<Verdict> = batch.iter().map(|m| self.decode(m)).collect();
+        {
+            let ledger = self.pipeline.ledger();
+            for v in &mut verdicts {
+                if let Verdict::Event(e, _) = v {
+                    if ledger.holds(e, self.store()).unwrap_or(false) {
+                        *v = Verdict::Held;
                     }
-                    Err(e) => {
-                        let why =
-                            format!("not an event ({e}), {} bytes on {subject}", m.payload.len());
-                        self.reject(&m, "undecodable", &why).await;
-                    }
-                },
-                "checkpoints" => match Checkpoint::from_bytes(&m.payload) {
-                    Ok(cp) if token(&cp.site) == site_token => checkpoints.push((m, cp)),
-                    Ok(cp) => {
-                        let why = format!("checkpoint of {} on subject {subject}", cp.site);
-                        self.reject(&m, "subject_mismatch", &why).await;
-                    }
-                    Err(e) => {
-                        let why = format!(
-                            "not a checkpoint ({e}), {} bytes on {subject}",
-                            m.payload.len()
-                        );
-                        self.reject(&m, "undecodable", &why).await;
-                    }
-                },
-                _ => {
-                    self.reject(&m, "subject", &format!("unexpected subject {subject}"))
-                        .await
                 }
             }
         }
-        if !events.is_empty() {
-            self.handle_events(events).await;
+        let to_admit: Vec<(usize, Event)> = verdicts
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, v)| match std::mem::replace(v, Verdict::Held) {
+                Verdict::Event(e, _) => Some((i, *e)),
+                other => {
+                    *v = other;
+                    None
+                }
+            })
+            .collect();
+        let (positions, events): (Vec<usize>, Vec<Event>) = to_admit.into_iter().unzip();
+        for (i, verdict) in positions
+            .into_iter()
+            .zip(admit_all(&self.admission, events))
+        {
+            verdicts[i] = match verdict {
+                Ok((e, role)) => Verdict::Event(Box::new(e), role),
+                Err(finding) => Verdict::Reject {
+                    reason: match finding.code {
+                        ledger_core::Code::WrongNetwork => "wrong_network",
+                        ledger_core::Code::UnknownKey => "unknown_key",
+                        ledger_core::Code::KeyExpired => "key_expired",
+                        ledger_core::Code::KeyRevoked => "key_revoked",
+                        _ => "bad_signature",
+                    },
+                    why: finding.message,
+                },
+            };
         }
-        for (m, cp) in checkpoints {
+        verdicts
+    }
+
+    /// Decodes one message and checks it sits on its author's subject. Events come back
+    /// as `Verdict::Event` with a placeholder role until admitted.
+    fn decode(&self, m: &jetstream::Message) -> Verdict {
+        let subject = m.subject.as_str();
+        let reject = |reason, why: String| Verdict::Reject { reason, why };
+        let Some((kind, site_token)) = self.subjects.parse(subject) else {
+            return reject("subject", format!("unexpected subject {subject}"));
+        };
+        match kind {
+            "events" => match Event::from_bytes(&m.payload) {
+                Ok(e) if token(e.author()) == site_token => {
+                    Verdict::Event(Box::new(e), Role::Clinic)
+                }
+                Ok(e) => reject(
+                    "subject_mismatch",
+                    format!("event by {} on subject {subject}", e.author()),
+                ),
+                Err(e) => reject(
+                    "undecodable",
+                    format!("not an event ({e}), {} bytes on {subject}", m.payload.len()),
+                ),
+            },
+            "checkpoints" => match Checkpoint::from_bytes(&m.payload) {
+                Ok(cp) if token(&cp.site) == site_token => Verdict::Checkpoint(Box::new(cp)),
+                Ok(cp) => reject(
+                    "subject_mismatch",
+                    format!("checkpoint of {} on subject {subject}", cp.site),
+                ),
+                Err(e) => reject(
+                    "undecodable",
+                    format!(
+                        "not a checkpoint ({e}), {} bytes on {subject}",
+                        m.payload.len()
+                    ),
+                ),
+            },
+            _ => reject("subject", format!("unexpected subject {subject}")),
+        }
+    }
+
+    /// Stage two, in batch order: stores the admitted events, acknowledges each once its
+    /// event is durable, then handles the checkpoints.
+    async fn store_batch(&self, batch: Admitted) {
+        if !batch.events.is_empty() {
+            self.store_events(batch.events).await;
+        }
+        for (m, cp) in batch.checkpoints {
             self.handle_checkpoint(&m, cp).await;
         }
     }
@@ -652,57 +754,12 @@ impl Shared {
         }
     }
 
-    /// Admits, stores and acknowledges received events (in the order received).
-    async fn handle_events(&self, events: Vec<(jetstream::Message, Event)>) {
-        // Redeliveries and a node's own events coming back are recognised without checking
-        // their signatures again.
-        let held: Vec<bool> = {
-            let ledger = self.pipeline.ledger();
-            events
-                .iter()
-                .map(|(_, e)| ledger.holds(e, self.store()).unwrap_or(false))
-                .collect()
-        };
-        let mut to_admit = Vec::new();
-        let mut msgs = Vec::new();
-        for ((m, e), held) in events.into_iter().zip(held) {
-            if held {
-                count_received("duplicate");
-                ack(&m, AckKind::Ack).await;
-            } else {
-                to_admit.push(e);
-                msgs.push(m);
-            }
-        }
-        if to_admit.is_empty() {
-            return;
-        }
-        let admission = self.admission.clone();
-        let admitted = tokio::task::spawn_blocking(move || admit_all(&admission, to_admit))
-            .await
-            .unwrap_or_default();
-        let mut ingest = Vec::new();
-        let mut ingest_msgs = Vec::new();
-        for (m, verdict) in msgs.into_iter().zip(admitted) {
-            match verdict {
-                Ok((e, role)) => {
-                    ingest.push((e, role));
-                    ingest_msgs.push(m);
-                }
-                Err(finding) => {
-                    let reason = match finding.code {
-                        ledger_core::Code::WrongNetwork => "wrong_network",
-                        ledger_core::Code::UnknownKey => "unknown_key",
-                        ledger_core::Code::KeyExpired => "key_expired",
-                        ledger_core::Code::KeyRevoked => "key_revoked",
-                        _ => "bad_signature",
-                    };
-                    self.reject(&m, reason, &finding.message).await;
-                }
-            }
-        }
-        if ingest.is_empty() {
-            return;
+    async fn store_events(&self, events: Vec<(jetstream::Message, Event, Role)>) {
+        let mut ingest = Vec::with_capacity(events.len());
+        let mut ingest_msgs = Vec::with_capacity(events.len());
+        for (m, e, role) in events {
+            ingest.push((e, role));
+            ingest_msgs.push(m);
         }
         let ids: Vec<(SiteId, u64, EventId)> = ingest
             .iter()

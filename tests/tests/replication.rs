@@ -690,3 +690,96 @@ async fn a_three_member_nats_cluster_keeps_replicating_with_one_member_down() {
     }
     cluster.restart_one(2).expect("member restarts");
 }
+
+/// A node whose store is lost (or restored from an old backup) must not sign a seq the
+/// network already has: with NATS away it refuses to sign for its site and says why; once
+/// NATS is back it learns the feed, catches up, and signs the next seq, no fork.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_store_signs_nothing_until_it_has_learned_its_feed() {
+    let mut net = Net::start().await;
+    open_chains(&net, 1).await;
+    let depot = net.client(1, "depot-1").await;
+    for k in 0..5 {
+        depot
+            .append(request(
+                &format!("d-{k}"),
+                "depot-1",
+                &coi(0),
+                T0 + 60,
+                note(&format!("depot {k}")),
+            ))
+            .await
+            .expect("note");
+    }
+    net.converged(6).await;
+    // The depot's node loses its store while NATS is down.
+    net.nodes[1].stop().expect("node stops");
+    net.nats.stop();
+    std::fs::remove_dir_all(net.dirs[1].join("store")).expect("store removed");
+    net.nodes[1] = net.start_node(1);
+    let no_retry = ledger_client::client::ClientConfig {
+        append_retries_max: 0,
+        ..Default::default()
+    };
+    let depot = Client::connect_with(&net.nodes[1].addr, net.token("depot-1"), no_retry)
+        .await
+        .expect("client connects");
+    let refused = depot
+        .append(request(
+            "d-after",
+            "depot-1",
+            &coi(0),
+            T0 + 120,
+            note("after the loss"),
+        ))
+        .await
+        .expect_err("a node that has not learned its feed must not sign");
+    let text = refused.to_string();
+    assert!(
+        text.contains("does not sign yet") && text.contains("learning the feed's latest seq"),
+        "{text}"
+    );
+    net.nats.restart().expect("nats restarts");
+    let deadline = Instant::now() + CONVERGE;
+    let receipt = loop {
+        match depot
+            .append(request(
+                "d-after",
+                "depot-1",
+                &coi(0),
+                T0 + 120,
+                note("after the loss"),
+            ))
+            .await
+        {
+            Ok(r) => break r,
+            Err(e) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "the node never learned its feed: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    assert_eq!(
+        receipt.seq.0, 6,
+        "the first seq after the loss continues the feed"
+    );
+    let all = net.converged(7).await;
+    assert_identical(&all, &[receipt]);
+    for i in 0..3 {
+        let v = net
+            .client(i, "auditor")
+            .await
+            .verify(&coi(0))
+            .await
+            .expect("verify");
+        assert_eq!(
+            v.verdict,
+            ledger_core::VerdictKind::Intact,
+            "node {i}: {:?}",
+            v.findings
+        );
+    }
+}
