@@ -198,6 +198,28 @@ async fn open_chains(net: &Net, n: usize) -> Vec<AppendReceipt> {
     receipts
 }
 
+/// Appends `n` notes to chain `coi` at one site, in sequence; request ids `<tag>-<k>`.
+async fn append_notes(
+    c: &Client,
+    site: &str,
+    tag: &str,
+    coi: &Coi,
+    n: usize,
+) -> Vec<AppendReceipt> {
+    let mut out = Vec::with_capacity(n);
+    for k in 0..n {
+        let req = request(
+            &format!("{tag}-{k}"),
+            site,
+            coi,
+            T0 + 60,
+            note(&format!("{tag} {k}")),
+        );
+        out.push(c.append(req).await.expect("note appended"));
+    }
+    out
+}
+
 /// Appends `per_site` notes at one site of every node, spread over the chains.
 async fn notes_everywhere(
     net: &Net,
@@ -392,21 +414,7 @@ async fn a_forged_second_event_for_a_used_seq_is_caught_everywhere() {
     let net = Net::start().await;
     open_chains(&net, 2).await;
     let depot = net.client(1, "depot-1").await;
-    let mut acked = Vec::new();
-    for k in 0..3 {
-        acked.push(
-            depot
-                .append(request(
-                    &format!("depot-{k}"),
-                    "depot-1",
-                    &coi(0),
-                    T0 + 60,
-                    note(&format!("depot {k}")),
-                ))
-                .await
-                .expect("note"),
-        );
-    }
+    append_notes(&depot, "depot-1", "depot", &coi(0), 3).await;
     net.converged(5).await;
     let before: Vec<_> = futures_verdicts(&net, &coi(1)).await;
 
@@ -652,20 +660,7 @@ async fn a_three_member_nats_cluster_keeps_replicating_with_one_member_down() {
     };
     acked.push(first);
     cluster.stop_one(2);
-    for k in 0..20 {
-        acked.push(
-            clinic
-                .append(request(
-                    &format!("c-{k}"),
-                    "clinic-a",
-                    &coi(0),
-                    T0 + 60,
-                    note(&format!("with a member down {k}")),
-                ))
-                .await
-                .expect("append"),
-        );
-    }
+    acked.extend(append_notes(&clinic, "clinic-a", "member-down", &coi(0), 20).await);
     let deadline = Instant::now() + CONVERGE;
     loop {
         let held: BTreeSet<EventId> = match auditor_at_depot.chain(&coi(0)).await {
@@ -699,18 +694,7 @@ async fn an_empty_store_signs_nothing_until_it_has_learned_its_feed() {
     let mut net = Net::start().await;
     open_chains(&net, 1).await;
     let depot = net.client(1, "depot-1").await;
-    for k in 0..5 {
-        depot
-            .append(request(
-                &format!("d-{k}"),
-                "depot-1",
-                &coi(0),
-                T0 + 60,
-                note(&format!("depot {k}")),
-            ))
-            .await
-            .expect("note");
-    }
+    append_notes(&depot, "depot-1", "depot", &coi(0), 5).await;
     net.converged(6).await;
     // The depot's node loses its store while NATS is down.
     net.nodes[1].stop().expect("node stops");
