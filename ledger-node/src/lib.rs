@@ -13,6 +13,7 @@
 
 pub mod config;
 pub mod grpc;
+pub mod integrity;
 pub mod ledger;
 pub mod network;
 pub mod pipeline;

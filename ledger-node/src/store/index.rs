@@ -435,4 +435,45 @@ impl Index {
             .map_err(|e| self.sled_error(e))?;
         Ok(())
     }
+
+    /// Every key and value, in key order.
+    pub(super) fn entries(
+        &self,
+    ) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), StoreError>> + '_ {
+        self.tree.iter().map(move |r| {
+            r.map(|(k, v)| (k.to_vec(), v.to_vec()))
+                .map_err(|e| self.sled_error(e))
+        })
+    }
+
+    /// Whether a key is an outbox mark (not derived from the log).
+    pub(super) fn is_outbox_key(key: &[u8]) -> bool {
+        key.first() == Some(&OUTBOX)
+    }
+
+    /// A key in words, for a report.
+    pub(super) fn describe(key: &[u8]) -> String {
+        let rest = key.get(1..).unwrap_or_default();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        let be = |b: &[u8]| <[u8; 8]>::try_from(b).map(u64::from_be_bytes).ok();
+        match key.first() {
+            Some(&FEED) if rest.len() > 9 => {
+                let (site, seq) = rest.split_at(rest.len() - 9);
+                format!("feed {} seq {}", text(site), be(&seq[1..]).unwrap_or(0))
+            }
+            Some(&CHAIN) if rest.len() == 15 + 8 => {
+                format!(
+                    "chain {} position {}",
+                    text(&rest[..15]),
+                    be(&rest[15..]).unwrap_or(0)
+                )
+            }
+            Some(&CHAIN_LEN) => format!("length of chain {}", text(rest)),
+            Some(&FORK) => format!("fork evidence {}", hex(rest)),
+            Some(&REQUEST) => format!("request id {}", text(rest).replace('\0', "/")),
+            Some(&UNIT) => format!("unit {}", text(rest)),
+            _ if key == APPLIED_KEY => "the applied log offset".to_owned(),
+            _ => format!("0x{}", hex(key)),
+        }
+    }
 }

@@ -197,6 +197,45 @@ pub(super) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
         .map_err(io_error("syncing directory", dir))
 }
 
+/// Checks the header of an opened log; returns the file's length.
+fn check_header(file: &mut File, path: &Path) -> Result<u64, StoreError> {
+    let path = path.to_path_buf();
+    let len = file
+        .metadata()
+        .map_err(io_error("reading metadata of", &path))?
+        .len();
+    let mut header = [0u8; HEADER_LEN as usize];
+    if len < HEADER_LEN {
+        return Err(StoreError::NotALog { path, n_bytes: len });
+    }
+    file.read_exact(&mut header)
+        .map_err(io_error("reading", &path))?;
+    if header[..8] != LOG_MAGIC {
+        return Err(StoreError::NotALog { path, n_bytes: len });
+    }
+    let version = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
+    if version != LOG_FORMAT {
+        return Err(StoreError::LogFormat {
+            path,
+            version,
+            supported: LOG_FORMAT,
+        });
+    }
+    Ok(len)
+}
+
+/// Opens the existing log in `dir` for reading only (a backup or a check, possibly while
+/// the node appends to it). Returns the file, its path and its length.
+///
+/// # Errors
+/// As [`open_or_create`]; a missing log is [`StoreError::Io`].
+pub(super) fn open_read_only(dir: &Path) -> Result<(File, PathBuf, u64), StoreError> {
+    let path = dir.join(LOG_FILE);
+    let mut file = File::open(&path).map_err(io_error("opening", &path))?;
+    let len = check_header(&mut file, &path)?;
+    Ok((file, path, len))
+}
+
 /// Opens the log in `dir`, creating it (header written, synced, renamed into place, directory
 /// synced) if it does not exist. Returns the file, its path and its length.
 ///
@@ -227,27 +266,7 @@ pub(super) fn open_or_create(dir: &Path) -> Result<(File, PathBuf, u64), StoreEr
         .write(true)
         .open(&path)
         .map_err(io_error("opening", &path))?;
-    let len = file
-        .metadata()
-        .map_err(io_error("reading metadata of", &path))?
-        .len();
-    let mut header = [0u8; HEADER_LEN as usize];
-    if len < HEADER_LEN {
-        return Err(StoreError::NotALog { path, n_bytes: len });
-    }
-    file.read_exact(&mut header)
-        .map_err(io_error("reading", &path))?;
-    if header[..8] != LOG_MAGIC {
-        return Err(StoreError::NotALog { path, n_bytes: len });
-    }
-    let version = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
-    if version != LOG_FORMAT {
-        return Err(StoreError::LogFormat {
-            path,
-            version,
-            supported: LOG_FORMAT,
-        });
-    }
+    let len = check_header(&mut file, &path)?;
     Ok((file, path, len))
 }
 

@@ -50,6 +50,12 @@
 
 mod index;
 mod log;
+mod maintain;
+
+pub use maintain::{
+    backup, check_index, restore, scan_log, BackupReport, IndexCheck, LogScan, RestoreError,
+    BACKUP_MANIFEST,
+};
 
 use index::{Applied, Index};
 use ledger_core::event::EVENT_BYTES_MAX;

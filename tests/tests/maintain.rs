@@ -1,0 +1,200 @@
+//! The operator's tools on a real store: `ledger-node backup` while the node runs,
+//! `verify-store` on a sound store (running and stopped) and on a damaged one, and
+//! `ledger-node restore` into a new data directory that then verifies clean and serves the
+//! same chain. Bad input: a restore into a store that is not empty, and a backup that was
+//! altered, are refused with exit code 2 before anything is written.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use tests::{bin, Node};
+
+const JOURNEY: &str = "weather-reroute";
+const COI: &str = "CHB204126WX0007";
+
+fn node_cmd(data_dir: &Path, extra: &[&str], args: &[&str]) -> Output {
+    Command::new(bin("ledger-node").expect("ledger-node binary"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(extra)
+        .args(args)
+        .output()
+        .expect("run ledger-node")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn ledger(node: &Node, args: &[&str]) -> Output {
+    Command::new(bin("ledger").expect("ledger binary"))
+        .args(args)
+        .env("LEDGER_NODE", &node.addr)
+        .output()
+        .expect("run ledger")
+}
+
+fn verify_on(node: &Node, token_dir: &Path) -> serde_json::Value {
+    let auditor = token_dir.join("auditor.token");
+    let o = ledger(
+        node,
+        &[
+            "verify",
+            COI,
+            "--token-file",
+            auditor.to_str().expect("utf8"),
+            "--output",
+            "json",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    serde_json::from_slice(&o.stdout).expect("json")
+}
+
+#[test]
+fn backup_while_running_restore_and_verify_store() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("site");
+    let mut node = Node::start(&data, &[]).expect("node starts");
+    let journey = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fixtures/journeys/valid")
+        .join(format!("{JOURNEY}.toml"));
+    let tokens = node.token_dir();
+    let o = ledger(
+        &node,
+        &[
+            "replay",
+            journey.to_str().expect("utf8"),
+            "--tokens",
+            tokens.to_str().expect("utf8"),
+            "--start",
+            "2026-10-01T08:00:00Z",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let before = verify_on(&node, &tokens);
+    assert_eq!(before["verdict"], "intact");
+
+    // Backup and check while the node runs.
+    let backup = tmp.path().join("backup");
+    let o = node_cmd(&data, &[], &["backup", backup.to_str().expect("utf8")]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("19 events"),
+        "{}",
+        text(&o)
+    );
+    let o = node_cmd(&data, &[], &["verify-store", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(report["sound"], true, "{report}");
+    assert_eq!(report["events"], 19);
+    assert!(
+        report["index_not_checked"]
+            .as_str()
+            .is_some_and(|s| s.contains("running node")),
+        "{report}"
+    );
+    // A second backup into the same place is refused.
+    let o = node_cmd(&data, &[], &["backup", backup.to_str().expect("utf8")]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("already there"),
+        "{}",
+        text(&o)
+    );
+    node.stop().expect("node stops");
+
+    // Stopped: the index is compared too.
+    let o = node_cmd(&data, &[], &["verify-store", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(report["sound"], true, "{report}");
+    assert!(
+        report["index_keys_checked"]
+            .as_u64()
+            .is_some_and(|n| n > 19),
+        "{report}"
+    );
+    assert_eq!(report["index_mismatches"], 0);
+
+    // Restore into a new data directory: it verifies clean and serves the same chain.
+    let network = data.join("network");
+    let net_args = ["--network-dir", network.to_str().expect("utf8")];
+    let restored = tmp.path().join("restored");
+    let o = node_cmd(
+        &restored,
+        &net_args,
+        &["restore", backup.to_str().expect("utf8")],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("SOUND"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        restored.join("store/resync-required").exists(),
+        "the restored store is not marked for resync"
+    );
+    // Not into a store that holds events.
+    let o = node_cmd(
+        &restored,
+        &net_args,
+        &["restore", backup.to_str().expect("utf8")],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("already holds events"),
+        "{}",
+        text(&o)
+    );
+    let mut node = Node::start(&restored, &net_args).expect("restored node starts");
+    let after = verify_on(&node, &tokens);
+    assert_eq!(after["verdict"], "intact");
+    assert_eq!(after["n_events"], before["n_events"]);
+    node.stop().expect("node stops");
+
+    // An altered backup is refused before anything is written.
+    let log = backup.join("events.log");
+    let mut bytes = std::fs::read(&log).expect("backup log");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&log, &bytes).expect("alter backup");
+    let fresh = tmp.path().join("fresh");
+    let o = node_cmd(
+        &fresh,
+        &net_args,
+        &["restore", backup.to_str().expect("utf8")],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("does not match its manifest"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        !fresh.join("store/events.log").exists(),
+        "a refused restore wrote a log"
+    );
+
+    // Damage inside the original store's log is found (the index knows records the log no
+    // longer yields).
+    let log = data.join("store/events.log");
+    let mut bytes = std::fs::read(&log).expect("store log");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&log, &bytes).expect("damage log");
+    let o = node_cmd(&data, &[], &["verify-store"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("PROBLEMS FOUND") && out.contains("in the index but not implied by the log"),
+        "{}",
+        text(&o)
+    );
+}
