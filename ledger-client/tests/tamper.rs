@@ -87,7 +87,7 @@ fn mutate(o: &Original, rng: &mut Rng, i: usize) -> (String, Vec<u8>, bool) {
     let stranger = SecretKey::from_seed(&[0x5a; 32]);
     let n = events.len();
     match i % 10 {
-        0 | 1 | 2 => {
+        0..=2 => {
             let mut bytes = o.bytes.clone();
             let flips = 1 + rng.below(4);
             for _ in 0..flips {
