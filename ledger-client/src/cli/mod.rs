@@ -1,11 +1,13 @@
 //! The `ledger` command line: offline bundle verification and fixture tools (no node), and
 //! the commands that talk to a node through [`crate::client`] ([`remote`]).
 
+pub mod epcis;
 pub mod exit;
 mod out;
 mod remote;
 mod render;
 pub mod replay;
+pub mod report;
 pub mod step_file;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -237,6 +239,53 @@ enum Command {
         #[arg(long)]
         whole_feeds: bool,
     },
+    /// Render an exported bundle as one self-contained HTML report for people.
+    ///
+    /// The page shows the verdict in words, a timeline of the journey across sites, every
+    /// event in causal order with the findings that concern it, and the certificates,
+    /// revocations and checkpoints. It has no script and loads nothing, and prints to PDF.
+    /// Without --anchor, signatures are checked only against the certificates the bundle
+    /// carries, and the page says the anchor was NOT checked.
+    ///
+    /// Exit codes: 0 the report was written, whatever the verdict (it is in the report; use
+    /// `ledger verify-bundle` for an exit code per verdict), 1 the file is not a bundle
+    /// (nothing written), 2 usage error, 3 file unreadable or report unwritable.
+    Report {
+        /// The bundle file (from `ledger export` or `ledger fixture build`).
+        bundle: PathBuf,
+        /// Where to write the HTML report.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// File holding the network's anchor public key (64 hex digits).
+        #[arg(long, value_name = "KEY_FILE")]
+        anchor: Option<PathBuf>,
+        /// Judge feed gaps too: only for bundles whose feeds hold nothing but this chain
+        /// (fixtures). A node's export holds each site's feed only in part.
+        #[arg(long)]
+        whole_feeds: bool,
+    },
+    /// Write an exported bundle's chain as a GS1 EPCIS 2.0 JSON-LD document.
+    ///
+    /// One EPCIS event per ledger event (object, aggregation or transformation event with
+    /// its CBV business step and disposition; a correction is an error declaration on the
+    /// event it corrects); ledger fields go in `ledger:` extensions. The same bundle always
+    /// gives the same bytes (creationDate is the bundle's export time). Without --anchor the
+    /// bundle is rendered as it is, unverified.
+    ///
+    /// Exit codes: 0 written, 1 the file is not a bundle or --anchor finds the chain broken,
+    /// 4 --anchor finds it incomplete (nothing written for 1 and 4), 2 usage error, 3 file
+    /// unreadable or unwritable.
+    Epcis {
+        /// The bundle file (from `ledger export` or `ledger fixture build`).
+        bundle: PathBuf,
+        /// Where to write the document (JSON-LD); standard output without it.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Verify the bundle against this anchor key file (64 hex digits) first and write
+        /// nothing unless the chain is intact.
+        #[arg(long, value_name = "KEY_FILE")]
+        anchor: Option<PathBuf>,
+    },
     /// Fixture tools: TEST-ONLY keys, for tests, benchmarks and demos.
     #[command(subcommand)]
     Fixture(FixtureCommand),
@@ -377,6 +426,17 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
             }
             Ok(exit::for_verdict(report.verdict.kind))
         }
+        Command::Report {
+            bundle,
+            out,
+            anchor,
+            whole_feeds,
+        } => report::run(&bundle, &out, anchor.as_deref(), whole_feeds),
+        Command::Epcis {
+            bundle,
+            out,
+            anchor,
+        } => epcis::run(&bundle, out.as_deref(), anchor.as_deref()),
         Command::Fixture(FixtureCommand::Build { journey, out }) => {
             let text = read_text(&journey)?;
             let built = fixtures::build(&text)
