@@ -205,3 +205,47 @@ fn synthetic_bundle_verifies_intact() {
         Some(2)
     );
 }
+
+#[test]
+fn errors_under_output_json_are_json_on_stdout_with_the_same_exit_code() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("absent.bundle");
+    let anchor = dir.path().join("anchor.pub");
+    std::fs::write(&anchor, "00".repeat(32)).expect("anchor");
+    let o = ledger(&[
+        "verify-bundle",
+        missing.to_str().expect("utf8"),
+        "--anchor",
+        anchor.to_str().expect("utf8"),
+        "--output",
+        "json",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("stdout is JSON");
+    assert_eq!(doc["exit_code"], 3);
+    assert!(
+        doc["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("absent.bundle")),
+        "{doc}"
+    );
+    // The same error as text goes to stderr.
+    let o = ledger(&[
+        "verify-bundle",
+        missing.to_str().expect("utf8"),
+        "--anchor",
+        anchor.to_str().expect("utf8"),
+    ]);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(o.stdout.is_empty());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).starts_with("ledger: "),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

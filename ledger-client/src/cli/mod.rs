@@ -330,13 +330,41 @@ pub fn main() -> ExitCode {
             });
         }
     };
+    let json = wants_json(&cli.command);
     match run(cli) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("ledger: {err}");
-            exit::for_error(&err)
+            let code = exit::code_for_error(&err);
+            if json {
+                // A script that asked for JSON gets its error as JSON too, on stdout where
+                // it reads answers; the exit code says it is an error.
+                out::println(serde_json::json!({
+                    "error": err.to_string(),
+                    "exit_code": code,
+                }));
+            } else {
+                eprintln!("ledger: {err}");
+            }
+            ExitCode::from(code)
         }
     }
+}
+
+/// Whether the command asked for `--output json`.
+fn wants_json(command: &Command) -> bool {
+    let output = match command {
+        Command::Append { output, .. }
+        | Command::Chain { output, .. }
+        | Command::Verify { output, .. }
+        | Command::Export { output, .. }
+        | Command::Watch { output, .. }
+        | Command::Chains { output, .. }
+        | Command::NodeInfo { output, .. }
+        | Command::Replay { output, .. }
+        | Command::VerifyBundle { output, .. } => *output,
+        _ => Output::Text,
+    };
+    output == Output::Json
 }
 
 fn run(cli: Cli) -> Result<ExitCode, CliError> {
