@@ -10,7 +10,7 @@
 //! rendered to check the page stays under 10 MiB (the time is printed, not asserted).
 
 use ledger_client::cli::report::{self, Checked};
-use ledger_core::{PublicKey, Scope};
+use ledger_core::{AnchorTrust, PublicKey, Scope};
 use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -82,7 +82,11 @@ fn check_journey(path: &Path) {
         .unwrap_or("?")
         .to_owned();
     let built = build(path);
-    let checked = match report::check(&built.bundle, Some(&built.anchor), built.scope) {
+    let checked = match report::check(
+        &built.bundle,
+        Some(AnchorTrust::Key(built.anchor)),
+        built.scope,
+    ) {
         Ok(c) => c,
         Err(e) => {
             // Only a file that is not a bundle at all has no page; the journey must say so.
@@ -212,7 +216,12 @@ status = "collected"
 #[test]
 fn event_text_is_escaped() {
     let built = fixtures::build(MARKUP_JOURNEY).expect("journey builds");
-    let checked = report::check(&built.bundle, Some(&built.anchor), built.scope).expect("bundle");
+    let checked = report::check(
+        &built.bundle,
+        Some(AnchorTrust::Key(built.anchor)),
+        built.scope,
+    )
+    .expect("bundle");
     let html = render(&checked);
     assert_self_contained("markup", &html);
     assert!(!html.contains("<script>alert(1)</script>"));
@@ -233,20 +242,32 @@ fn without_an_anchor_the_page_says_the_anchor_was_not_checked() {
     let html = render(&checked);
     assert!(html.contains("The anchor was NOT checked."));
     assert!(html.contains("checked only against the certificates it carries"));
-    assert!(!html.contains(&built.anchor.fingerprint()));
+    // The bundle names its anchor; the page shows it as named, not as checked.
+    assert!(html.contains("and the anchor key it names"));
+    assert!(!html.contains("(SHA-256 fingerprint of the anchor public key)"));
     // The signatures are still checked: against the carried certificates the honest chain
     // is intact.
     assert_eq!(checked.verdict().kind.as_str(), "intact");
 
-    // A certificate the anchor never issued: with the anchor it is a finding; without, the
-    // page cannot know, and says the anchor was not checked rather than flagging it.
+    // A certificate the anchor never issued is a finding with the anchor, and without one
+    // too: the bundle names its anchor, and the rogue certificate is not signed by it.
     let rogue = build(&fixtures::data_dir().join("journeys/broken/rogue-certificate.toml"));
-    let anchored =
-        render(&report::check(&rogue.bundle, Some(&rogue.anchor), rogue.scope).expect("bundle"));
+    let anchored = render(
+        &report::check(
+            &rogue.bundle,
+            Some(AnchorTrust::Key(rogue.anchor)),
+            rogue.scope,
+        )
+        .expect("bundle"),
+    );
     assert!(anchored.contains("integrity.bad_certificate"));
     let unanchored = render(&report::check(&rogue.bundle, None, rogue.scope).expect("bundle"));
-    assert!(!unanchored.contains("integrity.bad_certificate"));
+    assert!(unanchored.contains("integrity.bad_certificate"));
     assert!(unanchored.contains("The anchor was NOT checked."));
+    assert!(
+        unanchored.contains(&rogue.anchor.fingerprint()),
+        "the named anchor is shown"
+    );
 
     // Breaks the bundle shows by itself are found without an anchor too.
     let bad = build(&fixtures::data_dir().join("journeys/broken/bad-signature.toml"));
@@ -485,7 +506,7 @@ fn check_in_browser(
 ) -> String {
     let dir = tempfile::tempdir().expect("tempdir");
     let page = dir.path().join(format!("{name}.html"));
-    let checked = report::check(bundle, Some(anchor), scope).expect("bundle");
+    let checked = report::check(bundle, Some(AnchorTrust::Key(*anchor)), scope).expect("bundle");
     std::fs::write(&page, render(&checked)).expect("write page");
     let dom = chromium(
         &dir.path().join("profile-dom"),

@@ -74,6 +74,7 @@ fn resign(b: &Bundle, events: Vec<&[u8]>, certificates: Vec<&[u8]>, key: &Secret
         certificates,
         revocations: b.revocations.iter().map(|r| r.bytes()).collect(),
         checkpoints: b.checkpoints.iter().map(|c| c.bytes()).collect(),
+        anchor: b.anchor,
     }
     .sign(key)
 }

@@ -19,19 +19,25 @@
 //! | 8   | certificates | array of bstr, each a certificate's bytes        |
 //! | 9   | revocations  | array of bstr                                    |
 //! | 10  | checkpoints  | array of bstr                                    |
+//! | 11  | anchor       | bstr(32), format 2 only: the anchor key the exporter's network uses |
+//!
+//! Format 2 adds `anchor` so a regulator given only the anchor's fingerprint (from
+//! `ledger network info`, read out over the phone) can verify: the key in the bundle must
+//! hash to that fingerprint, and then everything is checked against it. Format 1 (11
+//! fields) is still read; it can only be verified with the key itself.
 //!
 //! Events travel as byte strings so their ids (hashes of those bytes) survive untouched.
 //! A bundle that does not decode, or whose parts do not, is a `bundle.malformed` finding:
 //! verifying a bundle never panics and never returns "intact" for bytes it could not read.
 
 use crate::cbor::{self, shape, DecodeError, Fields};
-use crate::crypto::{PublicKey, SecretKey, Signature, TAG_BUNDLE};
+use crate::crypto::{Fingerprint, PublicKey, SecretKey, Signature, TAG_BUNDLE};
 use crate::event::Event;
 use crate::finding::{Code, Finding};
 use crate::ids::{Coi, EventId, NetworkId, SiteId};
 use crate::projection::{Policy, Status};
 use crate::time::Timestamp;
-use crate::trust::{Certificate, Checkpoint, Revocation};
+use crate::trust::{Certificate, CertificateDraft, Checkpoint, Revocation};
 use crate::verify::{verify, Options, Scope, Trust, Verdict, VerdictKind};
 use ciborium::value::Value;
 
@@ -53,6 +59,8 @@ pub struct Bundle {
     pub certificates: Vec<Certificate>,
     pub revocations: Vec<Revocation>,
     pub checkpoints: Vec<Checkpoint>,
+    /// The anchor key the exporter names (format 2); `None` for format 1.
+    pub anchor: Option<PublicKey>,
     /// Parts that did not decode: (what, why).
     pub defects: Vec<String>,
     body_bytes: Vec<u8>,
@@ -71,6 +79,9 @@ pub struct BundleDraft<'a> {
     pub certificates: Vec<&'a [u8]>,
     pub revocations: Vec<&'a [u8]>,
     pub checkpoints: Vec<&'a [u8]>,
+    /// The network's anchor key: written as format 2. `None` writes format 1, which only
+    /// the golden vectors of format 1 still need.
+    pub anchor: Option<PublicKey>,
 }
 
 impl BundleDraft<'_> {
@@ -81,8 +92,9 @@ impl BundleDraft<'_> {
         heads.sort();
         heads.dedup();
         let list = |items: &[&[u8]]| Value::Array(items.iter().map(|b| cbor::bytes(b)).collect());
-        let body = Value::Array(vec![
-            cbor::uint(1),
+        let format = if self.anchor.is_some() { 2 } else { 1 };
+        let mut fields = vec![
+            cbor::uint(format),
             cbor::text(self.network.as_str()),
             cbor::text(self.coi.as_str()),
             cbor::int(self.exported_at.0),
@@ -93,7 +105,11 @@ impl BundleDraft<'_> {
             list(&self.certificates),
             list(&self.revocations),
             list(&self.checkpoints),
-        ]);
+        ];
+        if let Some(anchor) = &self.anchor {
+            fields.push(cbor::bytes(&anchor.0));
+        }
+        let body = Value::Array(fields);
         let body_bytes = cbor::encode(&body);
         let signature = key.sign(TAG_BUNDLE, &body_bytes);
         cbor::encode(&Value::Array(vec![body, cbor::bytes(&signature.0)]))
@@ -124,13 +140,28 @@ impl Bundle {
         let signature = Signature(outer.array("signature")?);
         outer.end()?;
         let body_bytes = cbor::encode(&body);
-        let mut f = Fields::new(WHAT, body, 11)?;
+        let n_fields = match &body {
+            Value::Array(items) if items.len() == 12 => 12,
+            _ => 11,
+        };
+        let mut f = Fields::new(WHAT, body, n_fields)?;
         let format = f.u64("format")?;
-        if format != 1 {
-            return Err(shape(
-                WHAT,
-                format!("format {format} is not supported (this build reads format 1)"),
-            ));
+        match (format, n_fields) {
+            (1, 11) | (2, 12) => {}
+            (1 | 2, n) => {
+                return Err(shape(
+                    WHAT,
+                    format!(
+                    "format {format} with {n} fields: the field count does not match the format"
+                ),
+                ))
+            }
+            _ => {
+                return Err(shape(
+                    WHAT,
+                    format!("format {format} is not supported (this build reads formats 1 and 2)"),
+                ))
+            }
         }
         let network =
             NetworkId::parse(&f.text("network", 64)?).map_err(|e| shape(WHAT, e.to_string()))?;
@@ -192,6 +223,11 @@ impl Bundle {
                 Err(err) => defects.push(format!("checkpoint #{i}: {err}")),
             }
         }
+        let anchor = if format == 2 {
+            Some(PublicKey(f.array("anchor")?))
+        } else {
+            None
+        };
         f.end()?;
         Ok(Bundle {
             network,
@@ -204,6 +240,7 @@ impl Bundle {
             certificates,
             revocations,
             checkpoints,
+            anchor,
             defects,
             body_bytes,
             signature,
@@ -223,6 +260,22 @@ pub struct BundleReport {
     pub verdict: Verdict,
     /// None when the bytes were not a bundle at all.
     pub bundle: Option<Bundle>,
+    /// The anchor key everything was checked against; `None` when no key could be
+    /// established (a fingerprint, and a bundle without a matching key).
+    pub anchor: Option<PublicKey>,
+}
+
+/// What the verifier trusts as the network's anchor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AnchorTrust {
+    /// The anchor public key itself.
+    Key(PublicKey),
+    /// Its fingerprint; the key comes from the bundle (format 2) and must hash to it.
+    Fingerprint(Fingerprint),
+    /// None: everything is checked except who issued the certificates, against the anchor
+    /// the bundle names (format 2) or, for format 1, the carried records as they are. The
+    /// report's `anchor` is then `None`, and whoever shows the verdict must say so.
+    Unchecked,
 }
 
 /// How to check a bundle.
@@ -246,6 +299,27 @@ impl Default for BundleOptions {
 /// Checks a bundle offline against `anchor`: the bundle signature and the exporter's
 /// certificate, then the chain with [`verify`].
 pub fn verify_bundle(bytes: &[u8], anchor: &PublicKey, opts: &BundleOptions) -> BundleReport {
+    verify_bundle_trusting(bytes, &AnchorTrust::Key(*anchor), opts)
+}
+
+fn verdict_of(findings: Vec<Finding>) -> Verdict {
+    Verdict {
+        kind: VerdictKind::from_findings(&findings),
+        status: Status::Empty,
+        coi: None,
+        findings,
+        n_events: 0,
+        projection: None,
+        order: Vec::new(),
+    }
+}
+
+/// [`verify_bundle`] against an anchor given as a key or as a fingerprint.
+pub fn verify_bundle_trusting(
+    bytes: &[u8],
+    trusted: &AnchorTrust,
+    opts: &BundleOptions,
+) -> BundleReport {
     let bundle = match Bundle::from_bytes(bytes) {
         Ok(b) => b,
         Err(err) => {
@@ -255,20 +329,73 @@ pub fn verify_bundle(bytes: &[u8], anchor: &PublicKey, opts: &BundleOptions) -> 
                 format!("the file is not a readable bundle: {err}"),
             )];
             return BundleReport {
-                verdict: Verdict {
-                    kind: VerdictKind::from_findings(&findings),
-                    status: Status::Empty,
-                    coi: None,
-                    findings,
-                    n_events: 0,
-                    projection: None,
-                    order: Vec::new(),
-                },
+                verdict: verdict_of(findings),
                 bundle: None,
+                anchor: None,
             };
         }
     };
     let mut bundle_findings = Vec::new();
+    // The key the records are checked against, the records, and whether that key is one
+    // the verifier trusts (rather than one the bundle vouches for itself).
+    let (anchor, certificates, revocations, trusted_anchor) = match (trusted, bundle.anchor) {
+        (AnchorTrust::Key(key), named) => {
+            if let Some(named) = named.filter(|n| n != key) {
+                bundle_findings.push(Finding::new(
+                    Code::BundleAnchorMismatch,
+                    Vec::new(),
+                    format!("the bundle names anchor {} but you trust {}: it comes from another network, or its contents were signed for another anchor", named.fingerprint(), key.fingerprint()),
+                ));
+            }
+            (
+                *key,
+                bundle.certificates.clone(),
+                bundle.revocations.clone(),
+                Some(*key),
+            )
+        }
+        (AnchorTrust::Fingerprint(fp), Some(named)) if named.fingerprint_of() == *fp => (
+            named,
+            bundle.certificates.clone(),
+            bundle.revocations.clone(),
+            Some(named),
+        ),
+        (AnchorTrust::Fingerprint(fp), Some(named)) => {
+            let findings = vec![Finding::new(
+                Code::BundleAnchorMismatch,
+                Vec::new(),
+                format!("the bundle names anchor {} but you trust {fp}: nothing in it can be checked against your anchor", named.fingerprint()),
+            )];
+            return BundleReport {
+                verdict: verdict_of(findings),
+                bundle: Some(bundle),
+                anchor: None,
+            };
+        }
+        (AnchorTrust::Fingerprint(fp), None) => {
+            let findings = vec![Finding::new(
+                Code::BundleAnchorUnknown,
+                Vec::new(),
+                format!("this bundle (format 1) does not carry its anchor key, so the fingerprint {fp} cannot be checked and nothing was verified: give the anchor key file instead"),
+            )];
+            return BundleReport {
+                verdict: verdict_of(findings),
+                bundle: Some(bundle),
+                anchor: None,
+            };
+        }
+        (AnchorTrust::Unchecked, Some(named)) => (
+            named,
+            bundle.certificates.clone(),
+            bundle.revocations.clone(),
+            None,
+        ),
+        (AnchorTrust::Unchecked, None) => {
+            let (stand_in, certificates, revocations) = carried_records_under_stand_in(&bundle);
+            (stand_in, certificates, revocations, None)
+        }
+    };
+    let anchor = &anchor;
     for d in &bundle.defects {
         bundle_findings.push(Finding::new(
             Code::BundleMalformed,
@@ -283,13 +410,13 @@ pub fn verify_bundle(bytes: &[u8], anchor: &PublicKey, opts: &BundleOptions) -> 
             format!("the exporter's signature ({}) does not cover this bundle's contents: it was altered after export", bundle.exporter),
         ));
     }
-    let exporter_trusted = bundle.certificates.iter().any(|c| {
+    let exporter_trusted = certificates.iter().any(|c| {
         c.site == bundle.exporter
             && c.key == bundle.exporter_key
             && c.network == bundle.network
             && c.signed_by(anchor)
             && c.valid_at(bundle.exported_at)
-    }) && !bundle.revocations.iter().any(|r| {
+    }) && !revocations.iter().any(|r| {
         r.site == bundle.exporter
             && r.key == bundle.exporter_key
             && r.signed_by(anchor)
@@ -305,8 +432,8 @@ pub fn verify_bundle(bytes: &[u8], anchor: &PublicKey, opts: &BundleOptions) -> 
     let trust = Trust {
         anchor: *anchor,
         network: bundle.network.clone(),
-        certificates: bundle.certificates.clone(),
-        revocations: bundle.revocations.clone(),
+        certificates,
+        revocations,
     };
     let options = Options {
         scope: opts.scope,
@@ -322,5 +449,52 @@ pub fn verify_bundle(bytes: &[u8], anchor: &PublicKey, opts: &BundleOptions) -> 
     BundleReport {
         verdict,
         bundle: Some(bundle),
+        anchor: trusted_anchor,
     }
+}
+
+/// The seed of the stand-in anchor for a format 1 bundle checked without an anchor. It signs
+/// only copies of the bundle's own certificates and revocations, in memory, for one
+/// verification; it is no one's key and nothing it signs leaves the verifier.
+const STAND_IN_ANCHOR_SEED: [u8; 32] = *b"ledger verify: no anchor given\0\0";
+
+/// A format 1 bundle names no anchor, yet without one the event signatures, the exporter's
+/// signature, feeds, causal order and custody rules can all still be checked. The verifier
+/// only trusts anchor-signed records, so the carried records are re-signed with a stand-in
+/// anchor: the verdict is then "intact as far as the bundle vouches for itself".
+fn carried_records_under_stand_in(
+    bundle: &Bundle,
+) -> (PublicKey, Vec<Certificate>, Vec<Revocation>) {
+    let stand_in = SecretKey::from_seed(&STAND_IN_ANCHOR_SEED);
+    // Certificate::from_bytes rejects an empty validity period, so `sign` cannot panic.
+    let certificates = bundle
+        .certificates
+        .iter()
+        .map(|c| {
+            CertificateDraft {
+                network: c.network.clone(),
+                site: c.site.clone(),
+                role: c.role,
+                key: c.key,
+                valid_from: c.valid_from,
+                valid_until: c.valid_until,
+            }
+            .sign(&stand_in)
+        })
+        .collect();
+    let revocations = bundle
+        .revocations
+        .iter()
+        .map(|r| {
+            Revocation::sign(
+                r.network.clone(),
+                r.site.clone(),
+                r.key,
+                r.effective_from,
+                r.reason.clone(),
+                &stand_in,
+            )
+        })
+        .collect();
+    (stand_in.public(), certificates, revocations)
 }

@@ -21,11 +21,62 @@ pub const TAG_BUNDLE: &[u8] = b"ledger.v1.bundle\0";
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PublicKey(pub [u8; 32]);
 
+/// SHA-256 of a public key: what people compare when they read a key out loud, and what a
+/// regulator may be given instead of the anchor key itself (a bundle carries the key, and
+/// the verifier checks it hashes to this). Written `sha256:` and 64 hex digits, so it is
+/// never mistaken for the key.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fingerprint(pub [u8; 32]);
+
+impl Fingerprint {
+    pub const PREFIX: &'static str = "sha256:";
+
+    /// Parses `sha256:` and 64 hex digits (either case); spaces and colons between the
+    /// digits, as people copy them from a printout, are ignored.
+    pub fn parse(text: &str) -> Option<Fingerprint> {
+        let rest = text.trim();
+        let rest = rest
+            .get(..Self::PREFIX.len())
+            .filter(|p| p.eq_ignore_ascii_case(Self::PREFIX))
+            .map(|_| &rest[Self::PREFIX.len()..])?;
+        let digits: Vec<u8> = rest.bytes().filter(|b| *b != b' ' && *b != b':').collect();
+        if digits.len() != 64 {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (i, pair) in digits.chunks(2).enumerate() {
+            let hi = (pair[0] as char).to_digit(16)?;
+            let lo = (pair[1] as char).to_digit(16)?;
+            out[i] = (hi * 16 + lo) as u8;
+        }
+        Some(Fingerprint(out))
+    }
+}
+
+impl fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(Self::PREFIX)?;
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Fingerprint({self})")
+    }
+}
+
 impl PublicKey {
-    /// SHA-256 of the key bytes, hex; what people compare when they read a key out loud.
+    /// The key's [`Fingerprint`], as text (`sha256:` and 64 hex digits).
     pub fn fingerprint(&self) -> String {
-        let digest = Sha256::digest(self.0);
-        digest.iter().map(|b| format!("{b:02x}")).collect()
+        self.fingerprint_of().to_string()
+    }
+
+    pub fn fingerprint_of(&self) -> Fingerprint {
+        Fingerprint(Sha256::digest(self.0).into())
     }
 
     pub fn to_hex(&self) -> String {

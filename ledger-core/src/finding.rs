@@ -115,6 +115,11 @@ codes! {
     BundleBadSignature = "bundle.bad_signature", Break;
     /// The exporter's key has no valid certificate from the anchor.
     BundleUntrustedExporter = "bundle.untrusted_exporter", Break;
+    /// The anchor the bundle names is not the one the verifier trusts.
+    BundleAnchorMismatch = "bundle.anchor_mismatch", Break;
+    /// Only a fingerprint of the anchor was given, and the bundle does not carry the anchor
+    /// key it could be checked against (format 1): nothing could be verified.
+    BundleAnchorUnknown = "bundle.anchor_unknown", Missing;
 }
 
 impl fmt::Display for Code {

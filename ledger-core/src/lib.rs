@@ -18,9 +18,12 @@ pub mod time;
 pub mod trust;
 pub mod verify;
 
-pub use bundle::{verify_bundle, Bundle, BundleDraft, BundleOptions, BundleReport};
+pub use bundle::{
+    verify_bundle, verify_bundle_trusting, AnchorTrust, Bundle, BundleDraft, BundleOptions,
+    BundleReport,
+};
 pub use causal::ClockIndex;
-pub use crypto::{PublicKey, SecretKey, Signature};
+pub use crypto::{Fingerprint, PublicKey, SecretKey, Signature};
 pub use event::{
     Approval, Body, Event, Meaning, NewUnit, Reading, Signer, UnknownBody, UnsignedEvent, Witness,
 };
@@ -29,5 +32,5 @@ pub use ids::{Coi, Din, EventId, IdError, NetworkId, OperatorId, Seq, ShipperId,
 pub use projection::{CausalOrder, Custody, Policy, Projection, Status};
 pub use replica::{place, FeedState, Placement};
 pub use time::{Millis, Timestamp};
-pub use trust::{Certificate, CertificateDraft, Checkpoint, Revocation, Role};
+pub use trust::{Certificate, CertificateDraft, Checkpoint, KeyStanding, Revocation, Role};
 pub use verify::{verify, Admission, Options, Scope, Trust, Verdict, VerdictKind};

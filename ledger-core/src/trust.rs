@@ -325,6 +325,74 @@ impl Revocation {
     }
 }
 
+/// Whether a site's key may sign at a given time: the validity periods of the certificates
+/// the anchor issued for it, and the earliest revocation. A node checks this before it signs,
+/// so it never writes an event every verifier would reject (after a key expired, or was
+/// revoked because it is being rotated out).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyStanding {
+    site: SiteId,
+    periods: Vec<(Timestamp, Timestamp)>,
+    revoked: Option<(Timestamp, String)>,
+}
+
+impl KeyStanding {
+    /// From records already known to be signed by the network's anchor.
+    pub fn of(
+        site: &SiteId,
+        key: &PublicKey,
+        certificates: &[Certificate],
+        revocations: &[Revocation],
+    ) -> KeyStanding {
+        let mut periods: Vec<_> = certificates
+            .iter()
+            .filter(|c| &c.site == site && &c.key == key)
+            .map(|c| (c.valid_from, c.valid_until))
+            .collect();
+        periods.sort();
+        let revoked = revocations
+            .iter()
+            .filter(|r| &r.site == site && &r.key == key)
+            .min_by_key(|r| r.effective_from)
+            .map(|r| (r.effective_from, r.reason.clone()));
+        KeyStanding {
+            site: site.clone(),
+            periods,
+            revoked,
+        }
+    }
+
+    /// `Ok` when the key may sign an event recorded at `at`; otherwise why not, for the
+    /// person who has to fix it.
+    ///
+    /// # Errors
+    /// A sentence naming the certificate period or revocation that forbids it.
+    pub fn check(&self, at: Timestamp) -> Result<(), String> {
+        if let Some((from, reason)) = &self.revoked {
+            if *from <= at {
+                return Err(format!("the key of site {} is revoked from {from} ({reason}); install the site's new key (`ledger network rotate-key`) and restart the node", self.site));
+            }
+        }
+        if self
+            .periods
+            .iter()
+            .any(|(from, until)| *from <= at && at < *until)
+        {
+            return Ok(());
+        }
+        let periods: Vec<String> = self
+            .periods
+            .iter()
+            .map(|(from, until)| format!("{from} to {until}"))
+            .collect();
+        Err(format!(
+            "the key of site {} has no certificate valid at {at} (its certificates cover: {}); issue a new one with `ledger network rotate-key` and restart the node",
+            self.site,
+            if periods.is_empty() { "nothing".to_owned() } else { periods.join(", ") }
+        ))
+    }
+}
+
 /// A site's signed statement of its feed head: "my event at `seq` is `head`".
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Checkpoint {
@@ -498,5 +566,88 @@ mod tests {
         let n = forged.len();
         forged[n - 1] ^= 1;
         assert!(!Checkpoint::from_bytes(&forged).unwrap().signature_valid());
+    }
+}
+
+#[cfg(test)]
+mod standing_tests {
+    use super::*;
+
+    #[test]
+    fn a_key_signs_only_inside_a_certificate_and_before_its_revocation() {
+        let net = NetworkId::parse("net").expect("id");
+        let site = SiteId::parse("depot-1").expect("id");
+        let anchor = SecretKey::from_seed(&[1; 32]);
+        let key = SecretKey::from_seed(&[2; 32]).public();
+        let other = SecretKey::from_seed(&[3; 32]).public();
+        let cert = |key, from, until| {
+            CertificateDraft {
+                network: net.clone(),
+                site: site.clone(),
+                role: Role::Depot,
+                key,
+                valid_from: Timestamp(from),
+                valid_until: Timestamp(until),
+            }
+            .sign(&anchor)
+        };
+        let certs = [
+            cert(key, 100, 200),
+            cert(key, 300, 400),
+            cert(other, 0, 1000),
+        ];
+        let standing = KeyStanding::of(&site, &key, &certs, &[]);
+        assert_eq!(standing.check(Timestamp(100)), Ok(()));
+        assert_eq!(standing.check(Timestamp(350)), Ok(()));
+        let gap = standing
+            .check(Timestamp(200))
+            .expect_err("between certificates");
+        assert!(gap.contains("no certificate valid at"), "{gap}");
+        assert!(standing.check(Timestamp(99)).is_err());
+        assert!(standing.check(Timestamp(400)).is_err());
+
+        let revs = [
+            Revocation::sign(
+                net.clone(),
+                site.clone(),
+                key,
+                Timestamp(360),
+                "rotated".into(),
+                &anchor,
+            ),
+            Revocation::sign(
+                net.clone(),
+                site.clone(),
+                key,
+                Timestamp(380),
+                "later".into(),
+                &anchor,
+            ),
+            Revocation::sign(
+                net.clone(),
+                site.clone(),
+                other,
+                Timestamp(0),
+                "other key".into(),
+                &anchor,
+            ),
+        ];
+        let standing = KeyStanding::of(&site, &key, &certs, &revs);
+        assert_eq!(standing.check(Timestamp(359)), Ok(()));
+        let revoked = standing.check(Timestamp(360)).expect_err("revoked");
+        assert!(
+            revoked.contains("revoked from") && revoked.contains("rotated"),
+            "{revoked}"
+        );
+        let nothing = KeyStanding::of(
+            &site,
+            &SecretKey::from_seed(&[9; 32]).public(),
+            &certs,
+            &revs,
+        );
+        assert!(nothing
+            .check(Timestamp(150))
+            .expect_err("uncertified")
+            .contains("nothing"));
     }
 }

@@ -151,7 +151,7 @@ impl Admission {
                 findings.push(Finding::new(
                     Code::BadCertificate,
                     Vec::new(),
-                    format!("the certificate for site {} (key {}) is not signed by this network's anchor; it was ignored", c.site, &c.key.fingerprint()[..16]),
+                    format!("the certificate for site {} (key {}) is not signed by this network's anchor; it was ignored", c.site, &c.key.to_hex()[..16]),
                 ));
                 continue;
             }

@@ -272,6 +272,7 @@ fn small_bundle() -> (Vec<u8>, ledger_core::PublicKey) {
         certificates: t.certificates.iter().map(Certificate::bytes).collect(),
         revocations: vec![],
         checkpoints: vec![],
+        anchor: Some(anchor().public()),
     }
     .sign(&key());
     (bundle, anchor().public())
@@ -287,6 +288,59 @@ fn the_small_bundle_is_intact() {
         "{:?}",
         report.verdict.findings
     );
+}
+
+#[test]
+fn a_bundle_verifies_by_the_anchor_fingerprint_and_only_by_the_right_one() {
+    use ledger_core::{verify_bundle_trusting, AnchorTrust, Fingerprint};
+    let (bundle, anchor) = small_bundle();
+    let opts = BundleOptions::default();
+    let by_fp = verify_bundle_trusting(
+        &bundle,
+        &AnchorTrust::Fingerprint(anchor.fingerprint_of()),
+        &opts,
+    );
+    assert_eq!(
+        by_fp.verdict.kind,
+        VerdictKind::Intact,
+        "{:?}",
+        by_fp.verdict.findings
+    );
+    assert_eq!(by_fp.anchor, Some(anchor));
+    // The fingerprint as people copy it, with the prefix in capitals and spaces.
+    let spaced = anchor.fingerprint().replacen("sha256:", "SHA256: ", 1);
+    assert_eq!(Fingerprint::parse(&spaced), Some(anchor.fingerprint_of()));
+    assert_eq!(
+        Fingerprint::parse(&anchor.to_hex()),
+        None,
+        "a key is not a fingerprint"
+    );
+
+    let other = SecretKey::from_seed(&[42; 32]).public();
+    let wrong = verify_bundle_trusting(
+        &bundle,
+        &AnchorTrust::Fingerprint(other.fingerprint_of()),
+        &opts,
+    );
+    assert_eq!(wrong.verdict.kind, VerdictKind::Broken);
+    assert_eq!(
+        wrong.verdict.findings[0].code.as_str(),
+        "bundle.anchor_mismatch"
+    );
+    assert_eq!(wrong.anchor, None);
+    let wrong_key = verify_bundle(&bundle, &other, &opts);
+    assert_eq!(wrong_key.verdict.kind, VerdictKind::Broken);
+    assert!(wrong_key
+        .verdict
+        .findings
+        .iter()
+        .any(|f| f.code.as_str() == "bundle.anchor_mismatch"));
+
+    // Unchecked: judged against the anchor the bundle names, and the report says it is not
+    // a trusted one.
+    let unchecked = verify_bundle_trusting(&bundle, &AnchorTrust::Unchecked, &opts);
+    assert_eq!(unchecked.verdict.kind, VerdictKind::Intact);
+    assert_eq!(unchecked.anchor, None);
 }
 
 #[test]

@@ -46,6 +46,8 @@ pub enum AppendError {
     InFlight,
     #[error("site {site} does not sign yet: this node holds its feed up to seq {held} and is still learning the feed's latest seq from the network (a new or restored store must not sign a seq the network already has); it signs again once NATS answers")]
     FeedNotLearned { site: SiteId, held: u64 },
+    #[error("this node cannot sign for site {site} now: {reason}")]
+    KeyNotUsable { site: SiteId, reason: String },
     #[error("too many appends are waiting for the disk ({depth} queued); retry with backoff")]
     QueueFull { depth: usize },
     #[error("the node stopped accepting appends after a storage failure; restart it")]
@@ -96,6 +98,7 @@ pub enum Outcome {
 
 struct Feed {
     key: ledger_core::SecretKey,
+    standing: ledger_core::KeyStanding,
     seq: u64,
     head: Option<EventId>,
     last_recorded: Timestamp,
@@ -304,6 +307,7 @@ impl Ledger {
                     s.id,
                     Feed {
                         key: s.key,
+                        standing: s.standing,
                         seq: 0,
                         head: None,
                         last_recorded: Timestamp(i64::MIN),
@@ -825,6 +829,14 @@ impl Ledger {
         }
         // A feed's recorded times never go backwards, whatever the wall clock does.
         let recorded_at = now.max(feed.last_recorded);
+        // Every verifier would reject an event signed outside the key's certificate or after
+        // its revocation: refuse it rather than write a break.
+        if let Err(reason) = feed.standing.check(recorded_at) {
+            return Err(AppendError::KeyNotUsable {
+                site: draft.site,
+                reason,
+            });
+        }
         // The verifier would report it as the clock going backwards; refuse it instead.
         if draft.occurred_at > recorded_at.plus(self.policy.clock_tolerance) {
             return Err(AppendError::ScanInFuture {

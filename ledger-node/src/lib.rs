@@ -78,6 +78,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
                 id: s.id.clone(),
                 role: s.role,
                 key: s.key.clone(),
+                standing: s.standing.clone(),
             })
             .collect(),
     );

@@ -20,8 +20,8 @@
 //! system, never the fixtures' TEST-ONLY keys.
 
 use ledger_core::{
-    Certificate, CertificateDraft, Millis, NetworkId, PublicKey, Revocation, Role, SecretKey,
-    SiteId, Timestamp,
+    Certificate, CertificateDraft, KeyStanding, Millis, NetworkId, PublicKey, Revocation, Role,
+    SecretKey, SiteId, Timestamp,
 };
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
@@ -92,6 +92,8 @@ pub struct LocalSite {
     pub id: SiteId,
     pub role: Role,
     pub key: SecretKey,
+    /// When the key may sign, from its certificates and revocations.
+    pub standing: KeyStanding,
 }
 
 /// Everything loaded from a network directory.
@@ -289,6 +291,12 @@ pub fn load(dir: &Path, sites: &[SiteId]) -> Result<Network, NetworkError> {
         if !rev.signed_by(&anchor) {
             return Err(invalid(&path, "is not signed by this network's anchor"));
         }
+        if rev.network != id {
+            return Err(invalid(
+                &path,
+                format!("is for network {}, not {id}", rev.network),
+            ));
+        }
         revocations.push(rev);
     }
     let wanted: Vec<SiteId> = if sites.is_empty() {
@@ -321,10 +329,12 @@ pub fn load(dir: &Path, sites: &[SiteId]) -> Result<Network, NetworkError> {
                 site: site.clone(),
                 dir: dir.to_owned(),
             })?;
+        let standing = KeyStanding::of(&site, &key.public(), &certificates, &revocations);
         local_sites.push(LocalSite {
             id: site,
             role,
             key,
+            standing,
         });
     }
     let mut tokens = HashMap::new();

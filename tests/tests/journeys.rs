@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use tests::{bin, Node};
+use tests::{bin, output_text as text, Node};
 
 fn ledger(node: &Node, args: &[&str]) -> Output {
     Command::new(bin("ledger").expect("ledger binary"))
@@ -16,14 +16,6 @@ fn ledger(node: &Node, args: &[&str]) -> Output {
         .env_remove("LEDGER_TOKEN")
         .output()
         .expect("run ledger")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "stdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 fn valid_journeys() -> Vec<PathBuf> {

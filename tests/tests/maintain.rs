@@ -6,7 +6,7 @@
 
 use std::path::Path;
 use std::process::{Command, Output};
-use tests::{bin, Node};
+use tests::{bin, output_text as text, Node};
 
 const JOURNEY: &str = "weather-reroute";
 const COI: &str = "CHB204126WX0007";
@@ -19,15 +19,6 @@ fn node_cmd(data_dir: &Path, extra: &[&str], args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("run ledger-node")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 fn ledger(node: &Node, args: &[&str]) -> Output {

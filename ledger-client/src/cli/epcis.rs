@@ -57,8 +57,8 @@
 //! is the only patient link, as in the ledger itself: no patient data exists to leak.
 
 use super::exit::{self, CliError};
-use super::{out, read, read_anchor, render, write};
-use ledger_core::bundle::{verify_bundle, BundleOptions};
+use super::{out, read, render, write};
+use ledger_core::bundle::{verify_bundle_trusting, BundleOptions};
 use ledger_core::event::EpcisType;
 use ledger_core::{
     Body, Bundle, Event, EventId, NewUnit, Reading, ShipperId, SiteId, Timestamp, UnitId,
@@ -132,13 +132,13 @@ const CBV_BIZ_STEPS: &[&str] = &[
 pub(super) fn run(
     bundle_path: &Path,
     out_path: Option<&Path>,
-    anchor_path: Option<&Path>,
+    anchor: Option<&super::AnchorArg>,
 ) -> Result<ExitCode, CliError> {
-    let anchor = anchor_path.map(read_anchor).transpose()?;
+    let anchor = anchor.map(super::AnchorArg::resolve).transpose()?;
     let bytes = read(bundle_path)?;
     let bundle = match anchor {
         Some(anchor) => {
-            let report = verify_bundle(&bytes, &anchor, &BundleOptions::default());
+            let report = verify_bundle_trusting(&bytes, &anchor, &BundleOptions::default());
             if report.verdict.kind != VerdictKind::Intact {
                 eprint!("{}", render::verdict_text(&report, &anchor));
                 eprintln!(

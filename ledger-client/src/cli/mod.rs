@@ -3,6 +3,7 @@
 
 pub mod epcis;
 pub mod exit;
+pub mod network;
 mod out;
 mod remote;
 mod render;
@@ -12,8 +13,8 @@ pub mod step_file;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use exit::CliError;
-use ledger_core::bundle::{verify_bundle, BundleOptions};
-use ledger_core::{Coi, NetworkId, Policy, PublicKey, Scope, Status};
+use ledger_core::bundle::{verify_bundle_trusting, AnchorTrust, BundleOptions};
+use ledger_core::{Coi, Fingerprint, NetworkId, Policy, PublicKey, Scope, Status};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -82,6 +83,60 @@ fn parse_site_node(text: &str) -> Result<(String, String), String> {
         return Err(format!("{text:?}: the URL is empty"));
     }
     Ok((site.to_owned(), url.to_owned()))
+}
+
+/// `--anchor`: the anchor's public key in a file, or its fingerprint as `ledger network
+/// info` prints it (`sha256:` and 64 hex digits).
+#[derive(Debug, Clone)]
+pub enum AnchorArg {
+    File(PathBuf),
+    Fingerprint(Fingerprint),
+}
+
+impl AnchorArg {
+    /// Reads the key file, if it is one.
+    ///
+    /// # Errors
+    /// [`CliError::Unreadable`] or [`CliError::Usage`] when the file holds no key.
+    pub fn resolve(&self) -> Result<AnchorTrust, CliError> {
+        match self {
+            AnchorArg::File(path) => read_anchor(path).map(AnchorTrust::Key),
+            AnchorArg::Fingerprint(fp) => Ok(AnchorTrust::Fingerprint(*fp)),
+        }
+    }
+}
+
+fn parse_anchor_arg(text: &str) -> Result<AnchorArg, String> {
+    let prefix = Fingerprint::PREFIX;
+    if text
+        .get(..prefix.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+    {
+        return Fingerprint::parse(text).map(AnchorArg::Fingerprint).ok_or_else(|| {
+            format!("a fingerprint is {prefix} and 64 hex digits, as `ledger network info` prints it")
+        });
+    }
+    if text.is_empty() {
+        return Err("give a key file or a fingerprint (sha256:...)".to_owned());
+    }
+    Ok(AnchorArg::File(PathBuf::from(text)))
+}
+
+fn parse_network_id(text: &str) -> Result<NetworkId, String> {
+    NetworkId::parse(text).map_err(|e| e.to_string())
+}
+
+fn parse_site(text: &str) -> Result<ledger_core::SiteId, String> {
+    ledger_core::SiteId::parse(text).map_err(|e| e.to_string())
+}
+
+fn parse_fingerprint(text: &str) -> Result<Fingerprint, String> {
+    Fingerprint::parse(text).ok_or_else(|| {
+        format!(
+            "a fingerprint is {} and 64 hex digits, as `ledger network info` prints it",
+            Fingerprint::PREFIX
+        )
+    })
 }
 
 fn parse_token(text: &str) -> Result<Token, String> {
@@ -229,9 +284,11 @@ enum Command {
     VerifyBundle {
         /// The bundle file (from `ledger export` or `ledger fixture build`).
         bundle: PathBuf,
-        /// File holding the network's anchor public key (64 hex digits).
-        #[arg(long)]
-        anchor: PathBuf,
+        /// The network's anchor: a file holding its public key (64 hex digits), or its
+        /// fingerprint as `ledger network info` prints it (sha256:...). Get it from the
+        /// network's operator by a channel other than the one the bundle came by.
+        #[arg(long, value_name = "KEY_FILE|FINGERPRINT", value_parser = parse_anchor_arg)]
+        anchor: AnchorArg,
         #[arg(long, value_enum, default_value = "text")]
         output: Output,
         /// Judge feed gaps too: only for bundles whose feeds hold nothing but this chain
@@ -256,9 +313,9 @@ enum Command {
         /// Where to write the HTML report.
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
-        /// File holding the network's anchor public key (64 hex digits).
-        #[arg(long, value_name = "KEY_FILE")]
-        anchor: Option<PathBuf>,
+        /// The network's anchor: a key file (64 hex digits) or its fingerprint (sha256:...).
+        #[arg(long, value_name = "KEY_FILE|FINGERPRINT", value_parser = parse_anchor_arg)]
+        anchor: Option<AnchorArg>,
         /// Judge feed gaps too: only for bundles whose feeds hold nothing but this chain
         /// (fixtures). A node's export holds each site's feed only in part.
         #[arg(long)]
@@ -281,14 +338,99 @@ enum Command {
         /// Where to write the document (JSON-LD); standard output without it.
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
-        /// Verify the bundle against this anchor key file (64 hex digits) first and write
-        /// nothing unless the chain is intact.
-        #[arg(long, value_name = "KEY_FILE")]
-        anchor: Option<PathBuf>,
+        /// Verify the bundle against this anchor (a key file of 64 hex digits, or the
+        /// fingerprint sha256:...) first and write nothing unless the chain is intact.
+        #[arg(long, value_name = "KEY_FILE|FINGERPRINT", value_parser = parse_anchor_arg)]
+        anchor: Option<AnchorArg>,
     },
+    /// Create and run a network's trust: the anchor, site keys and certificates, node
+    /// directories, key rotation and revocation.
+    #[command(subcommand)]
+    Network(NetworkCommand),
     /// Fixture tools: TEST-ONLY keys, for tests, benchmarks and demos.
     #[command(subcommand)]
     Fixture(FixtureCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum NetworkCommand {
+    /// Create a network for real use in DIR: an anchor key, a key and certificate per site,
+    /// and one node directory per site (node.toml, keys, tokens).
+    ///
+    /// DIR/anchor/anchor.key is the anchor's secret: move it offline (only rotate-key and
+    /// revoke need it). DIR/trust/ is public: give it, or the anchor fingerprint printed
+    /// here, to auditors and regulators. DIR/nodes/SITE/ goes to the machine of that site's
+    /// node. Exit codes: 0 created, 2 bad arguments or DIR already holds a network, 3 a file
+    /// could not be written.
+    Init {
+        dir: PathBuf,
+        /// The sites, as SITE:ROLE separated by commas; roles: clinic, depot, manufacturer,
+        /// lab. Example: clinic-a:clinic,depot-1:depot,mfg-1:manufacturer
+        #[arg(long, value_name = "SITE:ROLE,...", value_parser = network::parse_sites)]
+        sites: network::SiteList,
+        /// The network's id (lower case letters, digits and dashes).
+        #[arg(long, value_name = "ID", value_parser = parse_network_id)]
+        network: NetworkId,
+        /// How long the certificates are valid.
+        #[arg(long, value_name = "DAYS", default_value_t = 730, value_parser = clap::value_parser!(u32).range(1..=3650))]
+        valid_days: u32,
+        /// The first node's gRPC port on 127.0.0.1; the next sites get the next ports and
+        /// metrics ports are 1000 above.
+        #[arg(long, value_name = "PORT", default_value_t = 50051)]
+        base_port: u16,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// Show a network: its id, the anchor's fingerprint (what `verify-bundle --anchor`
+    /// takes), every certificate and revocation, each checked against the anchor.
+    ///
+    /// DIR is the directory `init` made, or a node's network directory.
+    Info {
+        dir: PathBuf,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// Give SITE a new key: a new certificate from now, written to DIR/trust and to every
+    /// node directory, and the key into the site's node directory (the old key is kept as
+    /// *.retired). Restart the nodes to use it; events signed with the old key stay valid.
+    RotateKey {
+        #[arg(value_parser = parse_site)]
+        site: ledger_core::SiteId,
+        /// The directory `ledger network init` made.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// The anchor's secret key file; default DIR/anchor/anchor.key.
+        #[arg(long, value_name = "FILE")]
+        anchor_key: Option<PathBuf>,
+        /// How long the new certificate is valid.
+        #[arg(long, value_name = "DAYS", default_value_t = 730, value_parser = clap::value_parser!(u32).range(1..=3650))]
+        valid_days: u32,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// Revoke a key of SITE from a time on: events it signed before stay valid, nothing it
+    /// signs from then on is trusted, and a node refuses to sign with it.
+    Revoke {
+        #[arg(value_parser = parse_site)]
+        site: ledger_core::SiteId,
+        /// The directory `ledger network init` made.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// From when (RFC 3339 UTC, e.g. 2026-03-02T08:00:00Z).
+        #[arg(long, value_name = "TIME", value_parser = parse_time)]
+        from: ledger_core::Timestamp,
+        /// Which key (its fingerprint, sha256:...); needed when the site has several.
+        #[arg(long, value_name = "FINGERPRINT", value_parser = parse_fingerprint)]
+        key: Option<Fingerprint>,
+        /// Why, in words (kept in the record and shown to verifiers).
+        #[arg(long)]
+        reason: String,
+        /// The anchor's secret key file; default DIR/anchor/anchor.key.
+        #[arg(long, value_name = "FILE")]
+        anchor_key: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -362,6 +504,12 @@ fn wants_json(command: &Command) -> bool {
         | Command::NodeInfo { output, .. }
         | Command::Replay { output, .. }
         | Command::VerifyBundle { output, .. } => *output,
+        Command::Network(
+            NetworkCommand::Init { output, .. }
+            | NetworkCommand::Info { output, .. }
+            | NetworkCommand::RotateKey { output, .. }
+            | NetworkCommand::Revoke { output, .. },
+        ) => *output,
         _ => Output::Text,
     };
     output == Output::Json
@@ -437,7 +585,7 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
             output,
             whole_feeds,
         } => {
-            let anchor = read_anchor(&anchor)?;
+            let anchor = anchor.resolve()?;
             let bytes = read(&bundle)?;
             let opts = BundleOptions {
                 policy: Policy::default(),
@@ -447,9 +595,9 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
                     Scope::CoiExport
                 },
             };
-            let report = verify_bundle(&bytes, &anchor, &opts);
+            let report = verify_bundle_trusting(&bytes, &anchor, &opts);
             match output {
-                Output::Json => out::println(render::verdict_json(&report)),
+                Output::Json => out::println(render::verdict_json(&report, &anchor)),
                 Output::Text => out::print(render::verdict_text(&report, &anchor)),
             }
             Ok(exit::for_verdict(report.verdict.kind))
@@ -459,12 +607,45 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
             out,
             anchor,
             whole_feeds,
-        } => report::run(&bundle, &out, anchor.as_deref(), whole_feeds),
+        } => report::run(&bundle, &out, anchor.as_ref(), whole_feeds),
         Command::Epcis {
             bundle,
             out,
             anchor,
-        } => epcis::run(&bundle, out.as_deref(), anchor.as_deref()),
+        } => epcis::run(&bundle, out.as_deref(), anchor.as_ref()),
+        Command::Network(NetworkCommand::Init {
+            dir,
+            sites,
+            network: id,
+            valid_days,
+            base_port,
+            output,
+        }) => network::init(&dir, &id, &sites.0, valid_days, base_port, output),
+        Command::Network(NetworkCommand::Info { dir, output }) => network::info(&dir, output),
+        Command::Network(NetworkCommand::RotateKey {
+            site,
+            dir,
+            anchor_key,
+            valid_days,
+            output,
+        }) => network::rotate_key(&dir, &site, anchor_key.as_deref(), valid_days, output),
+        Command::Network(NetworkCommand::Revoke {
+            site,
+            dir,
+            from,
+            key,
+            reason,
+            anchor_key,
+            output,
+        }) => network::revoke(
+            &dir,
+            &site,
+            key.as_ref(),
+            from,
+            &reason,
+            anchor_key.as_deref(),
+            output,
+        ),
         Command::Fixture(FixtureCommand::Build { journey, out }) => {
             let text = read_text(&journey)?;
             let built = fixtures::build(&text)

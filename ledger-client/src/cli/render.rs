@@ -4,28 +4,121 @@
 use super::replay::Replayed;
 use crate::client::{AppendReceipt, ChainsPage, NodeFinding, NodeInfo, Verification, Watched};
 use comfy_table::{presets::UTF8_FULL, ContentArrangement, Table};
-use ledger_core::bundle::BundleReport;
-use ledger_core::{Coi, Event, PublicKey, VerdictKind};
+use ledger_core::bundle::{AnchorTrust, BundleReport};
+use ledger_core::{Certificate, Coi, Event, PublicKey, Severity, SiteId, Timestamp, VerdictKind};
 use serde_json::{json, Value};
+use std::collections::HashMap;
 
-pub fn verdict_json(report: &BundleReport) -> String {
+/// A certificate the verdict rests on: issued by the trusted anchor, and how many of the
+/// bundle's events its key signed while it was valid.
+struct Basis<'a> {
+    cert: &'a Certificate,
+    events_signed: usize,
+}
+
+/// The certificates the trusted anchor issued, in the bundle's order, with the events each
+/// one's key signed. Empty when no anchor was established.
+fn basis(report: &BundleReport) -> Vec<Basis<'_>> {
+    let (Some(bundle), Some(anchor)) = (&report.bundle, &report.anchor) else {
+        return Vec::new();
+    };
+    let mut signed: HashMap<(&SiteId, &PublicKey), Vec<Timestamp>> = HashMap::new();
+    for e in &bundle.events {
+        signed
+            .entry((e.author(), e.key()))
+            .or_default()
+            .push(e.recorded_at());
+    }
+    bundle
+        .certificates
+        .iter()
+        .filter(|c| c.network == bundle.network && c.signed_by(anchor))
+        .map(|cert| Basis {
+            cert,
+            events_signed: signed
+                .get(&(&cert.site, &cert.key))
+                .map_or(0, |at| at.iter().filter(|t| cert.valid_at(**t)).count()),
+        })
+        .collect()
+}
+
+fn anchor_source(trusted: &AnchorTrust) -> &'static str {
+    match trusted {
+        AnchorTrust::Key(_) => "the anchor key you gave",
+        AnchorTrust::Fingerprint(_) => {
+            "the anchor key the bundle carries, which matches the fingerprint you gave"
+        }
+        AnchorTrust::Unchecked => "nothing you gave: the anchor was NOT checked",
+    }
+}
+
+/// The time span of the chain's events as recorded by their sites.
+fn recorded_span(report: &BundleReport) -> Option<(Timestamp, Timestamp)> {
+    let events = &report.bundle.as_ref()?.events;
+    let first = events.iter().map(|e| e.recorded_at()).min()?;
+    let last = events.iter().map(|e| e.recorded_at()).max()?;
+    Some((first, last))
+}
+
+fn n_missing(report: &BundleReport) -> usize {
+    report
+        .verdict
+        .findings
+        .iter()
+        .filter(|f| f.severity() == Severity::Missing)
+        .count()
+}
+
+pub fn verdict_json(report: &BundleReport, trusted: &AnchorTrust) -> String {
     let v = &report.verdict;
     let findings: Vec<_> = v
         .findings
         .iter()
         .map(|f| json!({ "code": f.code.as_str(), "events": f.events.iter().map(|e| e.to_hex()).collect::<Vec<_>>(), "message": f.message, "depends_on_missing": f.depends_on_missing }))
         .collect();
+    let certificates: Vec<_> = basis(report)
+        .iter()
+        .map(|b| {
+            json!({
+                "site": b.cert.site.as_str(),
+                "role": b.cert.role.as_str(),
+                "key_fingerprint": b.cert.key.fingerprint(),
+                "valid_from": b.cert.valid_from.to_string(),
+                "valid_until": b.cert.valid_until.to_string(),
+                "events_signed": b.events_signed,
+            })
+        })
+        .collect();
+    let bundle = report.bundle.as_ref();
     let doc = json!({
         "verdict": v.kind.as_str(),
         "status": v.status.as_str(),
         "coi": v.coi.as_ref().map(|c| c.as_str().to_owned()),
         "n_events": v.n_events,
         "findings": findings,
+        "evidence_complete": n_missing(report) == 0,
+        "rests_on": {
+            "anchor_fingerprint": report.anchor.map(|a| a.fingerprint()),
+            "anchor_from": match trusted {
+                AnchorTrust::Key(_) => "key",
+                AnchorTrust::Fingerprint(_) => "fingerprint",
+                AnchorTrust::Unchecked => "unchecked",
+            },
+            "certificates": certificates,
+            "revocations": bundle.map_or(0, |b| b.revocations.len()),
+            "checkpoints": bundle.map_or(0, |b| b.checkpoints.len()),
+            "exporter": bundle.map(|b| b.exporter.as_str().to_owned()),
+            "exported_at": bundle.map(|b| b.exported_at.to_string()),
+            "recorded_from": recorded_span(report).map(|(from, _)| from.to_string()),
+            "recorded_to": recorded_span(report).map(|(_, to)| to.to_string()),
+        },
     });
     doc.to_string()
 }
 
-pub fn verdict_text(report: &BundleReport, anchor: &PublicKey) -> String {
+/// The verdict for a person: the headline, the findings, then in plain words what was
+/// verified and what that rests on.
+pub fn verdict_text(report: &BundleReport, trusted: &AnchorTrust) -> String {
     let v = &report.verdict;
     let mut out = String::new();
     out.push_str(&format!("{}\n", headline(v.kind)));
@@ -34,21 +127,6 @@ pub fn verdict_text(report: &BundleReport, anchor: &PublicKey) -> String {
     }
     out.push_str(&format!("status:   {}\n", v.status.as_str()));
     out.push_str(&format!("events:   {}\n", v.n_events));
-    out.push_str(&format!("anchor:   {}\n", anchor.fingerprint()));
-    if let Some(b) = &report.bundle {
-        out.push_str(&format!("exporter: {} at {}\n", b.exporter, b.exported_at));
-        out.push_str(&format!(
-            "certificates: {}, revocations: {}, checkpoints: {}\n",
-            b.certificates.len(),
-            b.revocations.len(),
-            b.checkpoints.len()
-        ));
-        if let Some(p) = &v.projection {
-            if let Some((from, to)) = p.span() {
-                out.push_str(&format!("span:     {from} to {to}\n"));
-            }
-        }
-    }
     if !v.findings.is_empty() {
         let mut table = Table::new();
         table
@@ -66,6 +144,79 @@ pub fn verdict_text(report: &BundleReport, anchor: &PublicKey) -> String {
             table.add_row(vec![code, events.join("\n"), f.message.clone()]);
         }
         out.push_str(&format!("{table}\n"));
+    }
+    let Some(bundle) = &report.bundle else {
+        out.push_str("\nNothing was verified: the file is not a bundle.\n");
+        return out;
+    };
+    out.push_str("\nWhat was verified, and what it rests on:\n");
+    let Some(anchor) = report.anchor else {
+        out.push_str(
+            "- nothing: the anchor you trust could not be established from this bundle (see the finding above).\n",
+        );
+        return out;
+    };
+    out.push_str(&format!(
+        "- The anchor {} is {}.\n",
+        anchor.fingerprint(),
+        anchor_source(trusted)
+    ));
+    let basis = basis(report);
+    out.push_str(&format!(
+        "- {} certificate(s) in the bundle were issued by that anchor{}\n",
+        basis.len(),
+        if basis.is_empty() { "." } else { ":" }
+    ));
+    for b in &basis {
+        out.push_str(&format!(
+            "    {:<14} {:<13} key {}…  valid {} to {}  signed {} event(s)\n",
+            b.cert.site.as_str(),
+            b.cert.role.as_str(),
+            &b.cert.key.fingerprint()[..23],
+            b.cert.valid_from,
+            b.cert.valid_until,
+            b.events_signed
+        ));
+    }
+    let ignored = bundle.certificates.len() - basis.len();
+    if ignored > 0 {
+        out.push_str(&format!(
+            "    and {ignored} certificate(s) NOT issued by it, ignored\n"
+        ));
+    }
+    out.push_str(&format!(
+        "- {} revocation(s) and {} checkpoint(s) were taken into account.\n",
+        bundle.revocations.len(),
+        bundle.checkpoints.len()
+    ));
+    match recorded_span(report) {
+        Some((from, to)) => out.push_str(&format!(
+            "- {} event(s), recorded from {from} to {to}, each checked for its signature, its \
+             key's certificate at that time, its place in its site's feed and its parents, then \
+             the chain of identity and custody as a whole.\n",
+            bundle.events.len()
+        )),
+        None => out.push_str("- The bundle holds no event.\n"),
+    }
+    out.push_str(&format!(
+        "- Exported by {} at {}; {}.\n",
+        bundle.exporter,
+        bundle.exported_at,
+        if bundle.signature_valid() {
+            "its signature over the whole bundle is valid"
+        } else {
+            "its signature over the bundle does NOT verify"
+        }
+    ));
+    let missing = n_missing(report);
+    if missing == 0 {
+        out.push_str(
+            "- The evidence is complete: every event the chain's stated heads reach is present.\n",
+        );
+    } else {
+        out.push_str(&format!(
+            "- The evidence is NOT complete: {missing} finding(s) above are about missing evidence.\n"
+        ));
     }
     out
 }
@@ -310,6 +461,7 @@ pub fn node_info_json(n: &NodeInfo) -> String {
                 "site": s.site.as_str(),
                 "role": s.role.as_str(),
                 "public_key": s.public_key.to_hex(),
+                "key_fingerprint": s.public_key.fingerprint(),
                 "feed_seq": s.feed_seq.0,
                 "feed_head": s.feed_head.map(|h| h.to_hex()),
             })

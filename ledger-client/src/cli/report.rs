@@ -3,9 +3,9 @@
 //! journey across sites, every event in causal order, every finding next to the events it
 //! concerns, and the certificates, revocations and checkpoints the verdict rests on.
 //!
-//! It decides nothing. With an anchor the verdict is `ledger_core::verify_bundle`'s, the
-//! same as `ledger verify-bundle`; without one it is [`ledger_core::verify`]'s against the
-//! certificates the bundle carries (see [`check`]), and the page says so at the top.
+//! It decides nothing: the verdict is `ledger_core::verify_bundle_trusting`'s, the same as
+//! `ledger verify-bundle`'s. Without an anchor it is the verdict on what the bundle carries
+//! ([`AnchorTrust::Unchecked`]), and the page says so at the top.
 //!
 //! Invariants:
 //! - Every value from the bundle reaches the page through askama's HTML escaping: the
@@ -18,11 +18,10 @@
 
 use super::exit::{self, CliError};
 use askama::Template;
-use ledger_core::bundle::{verify_bundle, Bundle, BundleOptions};
+use ledger_core::bundle::{verify_bundle_trusting, AnchorTrust, Bundle, BundleOptions};
 use ledger_core::{
-    verify, Body, CertificateDraft, Code, Event, EventId, Finding, Millis, NewUnit, Options,
-    PublicKey, Revocation, Scope, SecretKey, Severity, ShipperId, SiteId, Timestamp, Trust, UnitId,
-    Verdict, VerdictKind,
+    Body, Code, Event, EventId, Finding, Millis, NewUnit, PublicKey, Scope, Severity, ShipperId,
+    SiteId, Timestamp, UnitId, Verdict, VerdictKind,
 };
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::Path;
@@ -47,148 +46,36 @@ pub struct Checked {
     scope: Scope,
 }
 
-/// Decodes and checks a bundle: against `anchor` with `verify_bundle`, or without one
-/// against the certificates the bundle carries.
-///
-/// Without an anchor nothing says who issued those certificates, yet the event signatures,
-/// the exporter's signature, feeds, causal order and the custody rules can all still be
-/// checked. The verifier only trusts anchor-signed records, so the carried certificates and
-/// revocations are re-signed in memory with a stand-in anchor and verified under it: the
-/// verdict is then "intact as far as the bundle vouches for itself", and the page says in
-/// its first lines that the anchor was not checked.
+/// Decodes and checks a bundle with `verify_bundle_trusting`: against `anchor` when one is
+/// given, otherwise everything but who issued the certificates (the page then says in its
+/// first lines that the anchor was not checked).
 ///
 /// # Errors
 /// [`NotABundle`] when the bytes are not a bundle.
 pub fn check(
     bytes: &[u8],
-    anchor: Option<&PublicKey>,
+    anchor: Option<AnchorTrust>,
     scope: Scope,
 ) -> Result<Checked, NotABundle> {
     let opts = BundleOptions {
         scope,
         ..BundleOptions::default()
     };
-    match anchor {
-        Some(anchor) => {
-            let report = verify_bundle(bytes, anchor, &opts);
-            match report.bundle {
-                Some(bundle) => Ok(Checked {
-                    bundle,
-                    verdict: report.verdict,
-                    anchor: Some(*anchor),
-                    scope,
-                }),
-                None => Err(NotABundle {
-                    reason: match Bundle::from_bytes(bytes) {
-                        Err(e) => e.to_string(),
-                        Ok(_) => "it did not decode".to_owned(),
-                    },
-                }),
-            }
-        }
-        None => {
-            let bundle = Bundle::from_bytes(bytes).map_err(|e| NotABundle {
-                reason: e.to_string(),
-            })?;
-            let verdict = verify_against_carried_certificates(&bundle, &opts);
-            Ok(Checked {
-                bundle,
-                verdict,
-                anchor: None,
-                scope,
-            })
-        }
+    let report = verify_bundle_trusting(bytes, &anchor.unwrap_or(AnchorTrust::Unchecked), &opts);
+    match report.bundle {
+        Some(bundle) => Ok(Checked {
+            bundle,
+            verdict: report.verdict,
+            anchor: report.anchor,
+            scope,
+        }),
+        None => Err(NotABundle {
+            reason: match Bundle::from_bytes(bytes) {
+                Err(e) => e.to_string(),
+                Ok(_) => "it did not decode".to_owned(),
+            },
+        }),
     }
-}
-
-/// The seed of the stand-in anchor of [`check`] without an anchor. It signs only copies of
-/// the bundle's own certificates, in memory, for one verification; it is no one's key and
-/// must never sign anything that leaves the process.
-const STAND_IN_ANCHOR_SEED: [u8; 32] = *b"ledger report: no anchor given\0\0";
-
-fn verify_against_carried_certificates(bundle: &Bundle, opts: &BundleOptions) -> Verdict {
-    let stand_in = SecretKey::from_seed(&STAND_IN_ANCHOR_SEED);
-    // Certificate::from_bytes rejects an empty validity period, so `sign` cannot panic.
-    let certificates: Vec<_> = bundle
-        .certificates
-        .iter()
-        .map(|c| {
-            CertificateDraft {
-                network: c.network.clone(),
-                site: c.site.clone(),
-                role: c.role,
-                key: c.key,
-                valid_from: c.valid_from,
-                valid_until: c.valid_until,
-            }
-            .sign(&stand_in)
-        })
-        .collect();
-    let revocations: Vec<_> = bundle
-        .revocations
-        .iter()
-        .map(|r| {
-            Revocation::sign(
-                r.network.clone(),
-                r.site.clone(),
-                r.key,
-                r.effective_from,
-                r.reason.clone(),
-                &stand_in,
-            )
-        })
-        .collect();
-    // The bundle's own findings, as verify_bundle makes them, judged by the carried records.
-    let mut findings = Vec::new();
-    for d in &bundle.defects {
-        findings.push(Finding::new(
-            Code::BundleMalformed,
-            Vec::new(),
-            format!("the bundle holds a part that does not decode: {d}"),
-        ));
-    }
-    if !bundle.signature_valid() {
-        findings.push(Finding::new(
-            Code::BundleBadSignature,
-            Vec::new(),
-            format!("the exporter's signature ({}) does not cover this bundle's contents: it was altered after export", bundle.exporter),
-        ));
-    }
-    let exporter_certified = bundle.certificates.iter().any(|c| {
-        c.site == bundle.exporter
-            && c.key == bundle.exporter_key
-            && c.network == bundle.network
-            && c.valid_at(bundle.exported_at)
-    }) && !bundle.revocations.iter().any(|r| {
-        r.site == bundle.exporter
-            && r.key == bundle.exporter_key
-            && r.effective_from <= bundle.exported_at
-    });
-    if !exporter_certified {
-        findings.push(Finding::new(
-            Code::BundleUntrustedExporter,
-            Vec::new(),
-            format!("the exporting site {} signed with a key that no certificate in the bundle gives it at export time {}", bundle.exporter, bundle.exported_at),
-        ));
-    }
-    let trust = Trust {
-        anchor: stand_in.public(),
-        network: bundle.network.clone(),
-        certificates,
-        revocations,
-    };
-    let options = Options {
-        scope: opts.scope,
-        policy: opts.policy.clone(),
-        coi: Some(bundle.coi.clone()),
-        heads: Some(bundle.heads.clone()),
-        checkpoints: bundle.checkpoints.clone(),
-    };
-    let mut verdict = verify(&bundle.events, &trust, &options);
-    findings.append(&mut verdict.findings);
-    verdict.findings = findings;
-    verdict.kind = VerdictKind::from_findings(&verdict.findings);
-    verdict
 }
 
 impl Checked {
@@ -215,17 +102,17 @@ impl Checked {
 pub(super) fn run(
     bundle_path: &Path,
     out: &Path,
-    anchor_path: Option<&Path>,
+    anchor: Option<&super::AnchorArg>,
     whole_feeds: bool,
 ) -> Result<ExitCode, CliError> {
-    let anchor = anchor_path.map(super::read_anchor).transpose()?;
+    let anchor = anchor.map(super::AnchorArg::resolve).transpose()?;
     let bytes = super::read(bundle_path)?;
     let scope = if whole_feeds {
         Scope::WholeFeeds
     } else {
         Scope::CoiExport
     };
-    let checked = match check(&bytes, anchor.as_ref(), scope) {
+    let checked = match check(&bytes, anchor, scope) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("ledger: {}: {e}; no report written", bundle_path.display());
@@ -272,6 +159,8 @@ struct Page {
     coi: String,
     verdict: VerdictView,
     anchor_fingerprint: Option<String>,
+    /// The anchor the bundle names (format 2), shown when it was not checked.
+    named_anchor: Option<String>,
     status: &'static str,
     exporter: String,
     exported_at: String,
@@ -596,6 +485,7 @@ fn page(c: &Checked) -> Page {
         coi: bundle.coi.to_string(),
         verdict: verdict_view(verdict.kind),
         anchor_fingerprint: c.anchor.map(|a| a.fingerprint()),
+        named_anchor: bundle.anchor.map(|a| a.fingerprint()),
         status: verdict.status.as_str(),
         exporter: bundle.exporter.to_string(),
         exported_at: bundle.exported_at.to_string(),

@@ -113,6 +113,29 @@ impl LedgerApi {
     /// The proof of any equivocation touching these events: the other events signed for
     /// the same (site, seq), added to `events`, and the conflicting checkpoints, returned.
     /// With them a verifier (here, or offline from an export) reports the fork itself.
+    /// The first site this node signs for whose key may sign now: a bundle signed with a
+    /// revoked or expired key would verify as broken everywhere.
+    fn exporting_site(
+        &self,
+        at: ledger_core::Timestamp,
+    ) -> Result<&crate::network::LocalSite, Status> {
+        let mut why = Vec::new();
+        for site in &self.network.local_sites {
+            match site.standing.check(at) {
+                Ok(()) => return Ok(site),
+                Err(reason) => why.push(reason),
+            }
+        }
+        Err(Status::failed_precondition(if why.is_empty() {
+            "this node signs for no site, so it cannot sign an export".to_owned()
+        } else {
+            format!(
+                "no key of this node may sign an export now: {}",
+                why.join("; ")
+            )
+        }))
+    }
+
     async fn add_fork_evidence(&self, events: &mut Vec<Event>) -> Result<Vec<Checkpoint>, Status> {
         let (forks, checkpoints) = {
             let ledger = self.pipeline.ledger();
@@ -397,15 +420,14 @@ impl pb::ledger_service_server::LedgerService for LedgerApi {
         self.begin_read(&req).await?;
         let coi = self.coi("coi", &req.get_ref().coi)?;
         let mut events = self.chain_events(&coi).await?;
-        let site = self.network.local_sites.first().ok_or_else(|| {
-            Status::failed_precondition("this node signs for no site, so it cannot sign an export")
-        })?;
+        let exported_at = crate::pipeline::now();
+        let site = self.exporting_site(exported_at)?;
         let heads = heads_of(&events);
         let checkpoints = self.add_fork_evidence(&mut events).await?;
         let bundle = BundleDraft {
             network: &self.network.id,
             coi: &coi,
-            exported_at: crate::pipeline::now(),
+            exported_at,
             exporter: &site.id,
             heads,
             events: events.iter().map(Event::bytes).collect(),
@@ -417,6 +439,7 @@ impl pb::ledger_service_server::LedgerService for LedgerApi {
                 .collect(),
             revocations: self.network.revocations.iter().map(|r| r.bytes()).collect(),
             checkpoints: checkpoints.iter().map(Checkpoint::bytes).collect(),
+            anchor: Some(self.network.anchor),
         }
         .sign(&site.key);
         let total = bundle.len() as u64;

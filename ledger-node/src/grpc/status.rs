@@ -10,6 +10,7 @@ use tonic::{Code, Status};
 pub fn append_error(e: &AppendError) -> Status {
     let code = match e {
         AppendError::NotLocalSite { .. }
+        | AppendError::KeyNotUsable { .. }
         | AppendError::NoCollection { .. }
         | AppendError::Refused { .. } => Code::FailedPrecondition,
         AppendError::ScanInFuture { .. } => Code::InvalidArgument,
