@@ -249,3 +249,142 @@ fn errors_under_output_json_are_json_on_stdout_with_the_same_exit_code() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+/// The subcommands `ledger --help` lists, and theirs.
+fn subcommands(prefix: &[&str]) -> Vec<String> {
+    let mut args: Vec<&str> = prefix.to_vec();
+    args.push("--help");
+    let o = ledger(&args);
+    assert_eq!(o.status.code(), Some(0), "{args:?}");
+    let help = String::from_utf8_lossy(&o.stdout).into_owned();
+    help.split("Commands:")
+        .nth(1)
+        .map(|list| {
+            list.lines()
+                .skip(1)
+                .take_while(|l| !l.trim().is_empty())
+                .filter_map(|l| l.split_whitespace().next())
+                .filter(|c| *c != "help")
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn every_command_has_help_that_says_what_it_does_without_colour_codes() {
+    let top = subcommands(&[]);
+    for expected in [
+        "verify-bundle",
+        "report",
+        "epcis",
+        "network",
+        "export",
+        "replay",
+    ] {
+        assert!(
+            top.iter().any(|c| c == expected),
+            "{expected} missing from {top:?}"
+        );
+    }
+    let mut checked = 0;
+    for command in &top {
+        let nested = subcommands(&[command.as_str()]);
+        let mut paths = vec![vec![command.as_str()]];
+        paths.extend(nested.iter().map(|n| vec![command.as_str(), n.as_str()]));
+        for path in paths {
+            let mut args = path.clone();
+            args.push("--help");
+            let o = Command::new(env!("CARGO_BIN_EXE_ledger"))
+                .args(&args)
+                .env("NO_COLOR", "1")
+                .output()
+                .expect("run ledger");
+            let help = String::from_utf8_lossy(&o.stdout);
+            assert_eq!(o.status.code(), Some(0), "{args:?}");
+            assert!(help.contains("Usage: ledger"), "{args:?}: {help}");
+            assert!(
+                !help.contains('\u{1b}'),
+                "{args:?}: colour codes under NO_COLOR"
+            );
+            // A first line that says what the command does, not just its name.
+            let first = help.lines().next().unwrap_or("");
+            assert!(first.split_whitespace().count() >= 3, "{args:?}: {first:?}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 20, "only {checked} help pages");
+}
+
+#[test]
+fn report_and_epcis_speak_json_when_asked() {
+    let s = Setup::new();
+    s.build("valid/standard.toml", "std.bundle");
+    let html = s.path("r.html");
+    let o = ledger(&[
+        "report",
+        &s.path("std.bundle"),
+        "--anchor",
+        &s.path("anchor.pub"),
+        "--out",
+        &html,
+        "--output",
+        "json",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(doc["verdict"], "intact");
+    assert_eq!(doc["written"], html.as_str());
+    assert_eq!(
+        doc["bytes"].as_u64(),
+        std::fs::metadata(&html).ok().map(|m| m.len())
+    );
+    let jsonld = s.path("c.jsonld");
+    let o = ledger(&[
+        "epcis",
+        &s.path("std.bundle"),
+        "--out",
+        &jsonld,
+        "--output",
+        "json",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(doc["written"], jsonld.as_str());
+    assert_eq!(doc["verified"], false);
+    // Not a bundle: exit 1, and the error is JSON on stdout.
+    let junk = s.path("junk.bundle");
+    std::fs::write(&junk, b"not a bundle").expect("write");
+    for args in [
+        vec![
+            "report",
+            junk.as_str(),
+            "--out",
+            html.as_str(),
+            "--output",
+            "json",
+        ],
+        vec!["epcis", junk.as_str(), "--output", "json"],
+    ] {
+        let o = ledger(&args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+        assert_eq!(doc["exit_code"], 1, "{args:?}");
+        assert!(
+            doc["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("junk.bundle")),
+            "{doc}"
+        );
+    }
+}

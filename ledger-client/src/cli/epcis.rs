@@ -133,14 +133,22 @@ pub(super) fn run(
     bundle_path: &Path,
     out_path: Option<&Path>,
     anchor: Option<&super::AnchorArg>,
+    output: super::Output,
 ) -> Result<ExitCode, CliError> {
+    let json = output == super::Output::Json;
     let anchor = anchor.map(super::AnchorArg::resolve).transpose()?;
     let bytes = read(bundle_path)?;
     let bundle = match anchor {
         Some(anchor) => {
+            let working = super::progress::spinner(format!("verifying {}", bundle_path.display()));
             let report = verify_bundle_trusting(&bytes, &anchor, &BundleOptions::default());
+            working.finish_and_clear();
             if report.verdict.kind != VerdictKind::Intact {
-                eprint!("{}", render::verdict_text(&report, &anchor));
+                if json {
+                    out::println(render::verdict_json(&report, &anchor));
+                } else {
+                    eprint!("{}", render::verdict_text(&report, &anchor));
+                }
                 eprintln!(
                     "ledger: {}: the chain is not intact; no EPCIS document written",
                     bundle_path.display()
@@ -154,11 +162,17 @@ pub(super) fn run(
         None => match decode(&bytes) {
             Ok(bundle) => bundle,
             Err(reason) => {
-                eprintln!(
-                    "ledger: {}: {reason}; no EPCIS document written",
+                let message = format!(
+                    "{}: {reason}; no EPCIS document written",
                     bundle_path.display()
                 );
-                return Ok(exit::for_verdict(VerdictKind::Broken));
+                let code = exit::code_for_verdict(VerdictKind::Broken);
+                if json {
+                    out::println(json!({ "error": message, "exit_code": code }).to_string());
+                } else {
+                    eprintln!("ledger: {message}");
+                }
+                return Ok(ExitCode::from(code));
             }
         },
     };
@@ -169,6 +183,18 @@ pub(super) fn run(
         None => out::print(text),
         Some(path) => {
             write(path, text.as_bytes())?;
+            if json {
+                out::println(
+                    json!({
+                        "written": path.display().to_string(),
+                        "epcis_events": distinct_events(&bundle.events),
+                        "coi": bundle.coi.as_str(),
+                        "verified": anchor.is_some(),
+                    })
+                    .to_string(),
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
             eprintln!(
                 "wrote {} ({} EPCIS events, chain {}, exported by {} at {}{})",
                 path.display(),

@@ -5,6 +5,7 @@ pub mod epcis;
 pub mod exit;
 pub mod network;
 mod out;
+mod progress;
 mod remote;
 mod render;
 pub mod replay;
@@ -320,6 +321,9 @@ enum Command {
         /// (fixtures). A node's export holds each site's feed only in part.
         #[arg(long)]
         whole_feeds: bool,
+        /// `json`: print what was written (file, size, verdict) as one JSON document.
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
     },
     /// Write an exported bundle's chain as a GS1 EPCIS 2.0 JSON-LD document.
     ///
@@ -342,6 +346,10 @@ enum Command {
         /// fingerprint sha256:...) first and write nothing unless the chain is intact.
         #[arg(long, value_name = "KEY_FILE|FINGERPRINT", value_parser = parse_anchor_arg)]
         anchor: Option<AnchorArg>,
+        /// `json`: with --out, print what was written as one JSON document (the EPCIS
+        /// document itself is JSON either way); errors and verdicts are JSON too.
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
     },
     /// Create and run a network's trust: the anchor, site keys and certificates, node
     /// directories, key rotation and revocation.
@@ -394,6 +402,7 @@ enum NetworkCommand {
     /// node directory, and the key into the site's node directory (the old key is kept as
     /// *.retired). Restart the nodes to use it; events signed with the old key stay valid.
     RotateKey {
+        /// The site, as its certificate names it (e.g. clinic-a).
         #[arg(value_parser = parse_site)]
         site: ledger_core::SiteId,
         /// The directory `ledger network init` made.
@@ -411,6 +420,7 @@ enum NetworkCommand {
     /// Revoke a key of SITE from a time on: events it signed before stay valid, nothing it
     /// signs from then on is trusted, and a node refuses to sign with it.
     Revoke {
+        /// The site, as its certificate names it (e.g. clinic-a).
         #[arg(value_parser = parse_site)]
         site: ledger_core::SiteId,
         /// The directory `ledger network init` made.
@@ -503,7 +513,9 @@ fn wants_json(command: &Command) -> bool {
         | Command::Chains { output, .. }
         | Command::NodeInfo { output, .. }
         | Command::Replay { output, .. }
-        | Command::VerifyBundle { output, .. } => *output,
+        | Command::VerifyBundle { output, .. }
+        | Command::Report { output, .. }
+        | Command::Epcis { output, .. } => *output,
         Command::Network(
             NetworkCommand::Init { output, .. }
             | NetworkCommand::Info { output, .. }
@@ -587,6 +599,7 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
         } => {
             let anchor = anchor.resolve()?;
             let bytes = read(&bundle)?;
+            let working = progress::spinner(format!("verifying {}", bundle.display()));
             let opts = BundleOptions {
                 policy: Policy::default(),
                 scope: if whole_feeds {
@@ -596,6 +609,7 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 },
             };
             let report = verify_bundle_trusting(&bytes, &anchor, &opts);
+            working.finish_and_clear();
             match output {
                 Output::Json => out::println(render::verdict_json(&report, &anchor)),
                 Output::Text => out::print(render::verdict_text(&report, &anchor)),
@@ -607,12 +621,14 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
             out,
             anchor,
             whole_feeds,
-        } => report::run(&bundle, &out, anchor.as_ref(), whole_feeds),
+            output,
+        } => report::run(&bundle, &out, anchor.as_ref(), whole_feeds, output),
         Command::Epcis {
             bundle,
             out,
             anchor,
-        } => epcis::run(&bundle, out.as_deref(), anchor.as_ref()),
+            output,
+        } => epcis::run(&bundle, out.as_deref(), anchor.as_ref(), output),
         Command::Network(NetworkCommand::Init {
             dir,
             sites,

@@ -146,7 +146,12 @@ pub(super) async fn export(
         .await
         .map_err(|e| unwritable(&partial, e))?;
     let mut file = tokio::io::BufWriter::new(file);
-    let n_bytes = match client.export(coi, &mut file).await {
+    let receiving = super::progress::bytes(format!("exporting {coi}"));
+    let exported = client
+        .export(coi, receiving.wrap_async_write(&mut file))
+        .await;
+    receiving.finish_and_clear();
+    let n_bytes = match exported {
         Ok(n) => n,
         Err(e) => {
             drop(file);

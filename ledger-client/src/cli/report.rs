@@ -104,6 +104,7 @@ pub(super) fn run(
     out: &Path,
     anchor: Option<&super::AnchorArg>,
     whole_feeds: bool,
+    output: super::Output,
 ) -> Result<ExitCode, CliError> {
     let anchor = anchor.map(super::AnchorArg::resolve).transpose()?;
     let bytes = super::read(bundle_path)?;
@@ -112,19 +113,54 @@ pub(super) fn run(
     } else {
         Scope::CoiExport
     };
-    let checked = match check(&bytes, anchor, scope) {
-        Ok(c) => c,
+    let working =
+        super::progress::spinner(format!("verifying and rendering {}", bundle_path.display()));
+    let outcome = check(&bytes, anchor, scope).map(|c| {
+        let html = c.to_html();
+        (c, html)
+    });
+    working.finish_and_clear();
+    let (checked, html) = match outcome {
+        Ok(done) => done,
         Err(e) => {
-            eprintln!("ledger: {}: {e}; no report written", bundle_path.display());
-            return Ok(exit::for_verdict(VerdictKind::Broken));
+            let code = exit::code_for_verdict(VerdictKind::Broken);
+            match output {
+                super::Output::Json => super::out::println(
+                    serde_json::json!({
+                        "error": format!("{}: {e}; no report written", bundle_path.display()),
+                        "exit_code": code,
+                        "written": null,
+                    })
+                    .to_string(),
+                ),
+                super::Output::Text => {
+                    eprintln!("ledger: {}: {e}; no report written", bundle_path.display());
+                }
+            }
+            return Ok(ExitCode::from(code));
         }
     };
-    let html = checked.to_html().map_err(|e| CliError::Unwritable {
+    let html = html.map_err(|e| CliError::Unwritable {
         path: out.display().to_string(),
         reason: format!("the report could not be rendered: {e}"),
     })?;
     super::write(out, html.as_bytes())?;
     let v = &checked.verdict;
+    if output == super::Output::Json {
+        super::out::println(
+            serde_json::json!({
+                "written": out.display().to_string(),
+                "bytes": html.len(),
+                "verdict": v.kind.as_str(),
+                "status": v.status.as_str(),
+                "n_events": v.n_events,
+                "n_findings": v.findings.len(),
+                "anchor_fingerprint": checked.anchor.map(|a| a.fingerprint()),
+            })
+            .to_string(),
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     eprintln!(
         "wrote {} ({}, {} events, {} findings{})",
         out.display(),
