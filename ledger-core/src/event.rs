@@ -310,6 +310,8 @@ impl Body {
     /// step, so a transformation is `commissioning` (its outputs come into being); label
     /// verification is `inspecting`; QC decisions and dispositions are `inspecting` with a
     /// disposition; a correction becomes an `errorDeclaration` on the corrected event.
+    /// Taking a unit out of storage has no CBV step either (`picking` means picking for an
+    /// order): `retrieving` is a private step, written `urn:ledger:bizstep:retrieving`.
     pub fn epcis(&self) -> (EpcisType, &'static str) {
         use EpcisType::*;
         match self {

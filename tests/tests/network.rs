@@ -117,19 +117,23 @@ fn init_rotate_revoke_and_verify_by_fingerprint() {
         "a node holds only its own site's key"
     );
     assert!(!net.join("anchor.key").exists() && !root.join("trust/anchor.key").exists());
+    // Without --network the id is the directory's name.
     let human = run(
         &[
             "network",
             "init",
-            p(&tmp.path().join("other")),
+            p(&tmp.path().join("other-net")),
             "--sites",
             "clinic-a:clinic",
-            "--network",
-            "other-net",
         ],
         &[],
     );
     assert_eq!(human.status.code(), Some(0), "{}", text(&human));
+    assert!(
+        String::from_utf8_lossy(&human.stdout).contains("created network other-net"),
+        "{}",
+        text(&human)
+    );
     assert!(
         String::from_utf8_lossy(&human.stdout).contains("WARNING"),
         "{}",
@@ -355,7 +359,7 @@ fn init_rotate_revoke_and_verify_by_fingerprint() {
         &[
             "network",
             "info",
-            p(&tmp.path().join("other")),
+            p(&tmp.path().join("other-net")),
             "--output",
             "json",
         ],

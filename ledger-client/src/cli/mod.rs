@@ -376,9 +376,9 @@ enum NetworkCommand {
         /// lab. Example: clinic-a:clinic,depot-1:depot,mfg-1:manufacturer
         #[arg(long, value_name = "SITE:ROLE,...", value_parser = network::parse_sites)]
         sites: network::SiteList,
-        /// The network's id (lower case letters, digits and dashes).
+        /// The network's id (lower case letters, digits and dashes); default: DIR's name.
         #[arg(long, value_name = "ID", value_parser = parse_network_id)]
-        network: NetworkId,
+        network: Option<NetworkId>,
         /// How long the certificates are valid.
         #[arg(long, value_name = "DAYS", default_value_t = 730, value_parser = clap::value_parser!(u32).range(1..=3650))]
         valid_days: u32,
@@ -636,7 +636,13 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
             valid_days,
             base_port,
             output,
-        }) => network::init(&dir, &id, &sites.0, valid_days, base_port, output),
+        }) => {
+            let id = match id {
+                Some(id) => id,
+                None => network::id_from_dir(&dir)?,
+            };
+            network::init(&dir, &id, &sites.0, valid_days, base_port, output)
+        }
         Command::Network(NetworkCommand::Info { dir, output }) => network::info(&dir, output),
         Command::Network(NetworkCommand::RotateKey {
             site,

@@ -249,6 +249,22 @@ fn record_dirs(root: &Path) -> Result<Vec<PathBuf>, CliError> {
     Ok(dirs)
 }
 
+/// The network id `init` uses without `--network`: the directory's name.
+///
+/// # Errors
+/// [`CliError::Usage`] when the name is not a valid network id.
+pub fn id_from_dir(dir: &Path) -> Result<NetworkId, CliError> {
+    let name = std::path::absolute(dir)
+        .ok()
+        .and_then(|d| d.file_name().and_then(|n| n.to_str()).map(str::to_owned))
+        .unwrap_or_default();
+    NetworkId::parse(&name).map_err(|e| {
+        usage(format!(
+            "the directory's name {name:?} is not a network id ({e}); give one with --network ID"
+        ))
+    })
+}
+
 fn node_toml(site: &SiteId, port: u16, metrics_port: u16) -> String {
     format!(
         r#"# Node for site {site}. Paths are relative to the directory the node starts in:
