@@ -736,7 +736,12 @@ fn write(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
 /// Reads an anchor key file: 64 hex digits, surrounding white space ignored.
 fn read_anchor(path: &Path) -> Result<PublicKey, CliError> {
     let text = read_text(path)?;
-    parse_anchor(text.trim()).ok_or_else(|| CliError::Usage(format!("{}: an anchor key file must hold the anchor's public key as 64 hex digits (see `ledger fixture anchor`)", path.display())))
+    parse_anchor(text.trim()).ok_or_else(|| {
+        CliError::Usage(format!(
+            "{}: an anchor key file must hold the anchor's public key as 64 hex digits (the network's trust/anchor.pub); to give the fingerprint `ledger network info` prints instead, pass it itself: --anchor sha256:...",
+            path.display()
+        ))
+    })
 }
 
 fn parse_anchor(text: &str) -> Option<PublicKey> {
