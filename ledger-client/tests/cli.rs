@@ -344,6 +344,46 @@ fn report_and_epcis_speak_json_when_asked() {
         doc["bytes"].as_u64(),
         std::fs::metadata(&html).ok().map(|m| m.len())
     );
+    // The anchor as a fingerprint: the bundle carries the key, which must hash to it.
+    let key_hex = std::fs::read_to_string(s.path("anchor.pub")).expect("anchor");
+    let key = ledger_core::EventId::from_hex(key_hex.trim()).expect("hex key");
+    let fingerprint = ledger_core::PublicKey(key.0).fingerprint();
+    let o = ledger(&[
+        "report",
+        &s.path("std.bundle"),
+        "--anchor",
+        &fingerprint,
+        "--out",
+        &html,
+        "--output",
+        "json",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(doc["anchor_fingerprint"], fingerprint.as_str());
+    let o = ledger(&[
+        "epcis",
+        &s.path("std.bundle"),
+        "--anchor",
+        &fingerprint,
+        "--out",
+        &s.path("v.jsonld"),
+        "--output",
+        "json",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(doc["verified"], true);
     let jsonld = s.path("c.jsonld");
     let o = ledger(&[
         "epcis",
