@@ -321,23 +321,27 @@ fn report_and_epcis_speak_json_when_asked() {
     let s = Setup::new();
     s.build("valid/standard.toml", "std.bundle");
     let html = s.path("r.html");
-    let o = ledger(&[
-        "report",
-        &s.path("std.bundle"),
-        "--anchor",
-        &s.path("anchor.pub"),
-        "--out",
-        &html,
-        "--output",
-        "json",
-    ]);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    // Runs `ledger report` with --output json and returns the document it printed.
+    let report = |anchor: &str| {
+        let o = ledger(&[
+            "report",
+            &s.path("std.bundle"),
+            "--anchor",
+            anchor,
+            "--out",
+            &html,
+            "--output",
+            "json",
+        ]);
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).expect("json")
+    };
+    let doc = report(&s.path("anchor.pub"));
     assert_eq!(doc["verdict"], "intact");
     assert_eq!(doc["written"], html.as_str());
     assert_eq!(
@@ -348,23 +352,7 @@ fn report_and_epcis_speak_json_when_asked() {
     let key_hex = std::fs::read_to_string(s.path("anchor.pub")).expect("anchor");
     let key = ledger_core::EventId::from_hex(key_hex.trim()).expect("hex key");
     let fingerprint = ledger_core::PublicKey(key.0).fingerprint();
-    let o = ledger(&[
-        "report",
-        &s.path("std.bundle"),
-        "--anchor",
-        &fingerprint,
-        "--out",
-        &html,
-        "--output",
-        "json",
-    ]);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let doc = report(&fingerprint);
     assert_eq!(doc["anchor_fingerprint"], fingerprint.as_str());
     let o = ledger(&[
         "epcis",
