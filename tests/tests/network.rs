@@ -419,7 +419,7 @@ fn bad_input_is_refused_with_exit_code_2() {
     let o = init("clinic-a:clinic");
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(
-        String::from_utf8_lossy(&o.stderr).contains("already holds a network"),
+        String::from_utf8_lossy(&o.stderr).contains("is not empty"),
         "{}",
         text(&o)
     );

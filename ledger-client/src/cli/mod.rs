@@ -368,7 +368,7 @@ enum NetworkCommand {
     /// DIR/anchor/anchor.key is the anchor's secret: move it offline (only rotate-key and
     /// revoke need it). DIR/trust/ is public: give it, or the anchor fingerprint printed
     /// here, to auditors and regulators. DIR/nodes/SITE/ goes to the machine of that site's
-    /// node. Exit codes: 0 created, 2 bad arguments or DIR already holds a network, 3 a file
+    /// node. Exit codes: 0 created, 2 bad arguments or DIR is not empty, 3 a file
     /// could not be written.
     Init {
         dir: PathBuf,

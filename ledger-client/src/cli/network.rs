@@ -291,7 +291,7 @@ fn cert_file_name(site: &SiteId, generation: usize) -> String {
 /// `ledger network init`.
 ///
 /// # Errors
-/// [`CliError::Usage`] when DIR already holds a network; I/O errors as unwritable.
+/// [`CliError::Usage`] when DIR is not empty; I/O errors as unwritable (nothing is left behind: the network is made in a staging directory and renamed into place).
 pub fn init(
     dir: &Path,
     network: &NetworkId,
@@ -300,9 +300,14 @@ pub fn init(
     base_port: u16,
     output: Output,
 ) -> Result<ExitCode, CliError> {
-    if dir.join("anchor").exists() || dir.join("trust").exists() || dir.join("nodes").exists() {
+    let occupied = match std::fs::read_dir(dir) {
+        Ok(mut entries) => entries.next().is_some(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => return Err(unreadable(dir, e)),
+    };
+    if occupied {
         return Err(usage(format!(
-            "{}: already holds a network (anchor/, trust/ or nodes/); choose an empty directory",
+            "{}: is not empty (it may already hold a network); choose a new or empty directory",
             dir.display()
         )));
     }
@@ -312,13 +317,62 @@ pub fn init(
             "--base-port {base_port} leaves no room for {n_sites} node(s)"
         )));
     }
+    // Everything is written into a staging directory beside DIR and renamed into place at
+    // the end, so a failure half way leaves no half-made network behind.
+    let absolute = std::path::absolute(dir).map_err(|e| unwritable(dir, e))?;
+    let parent = absolute
+        .parent()
+        .ok_or_else(|| usage(format!("{}: has no parent directory", dir.display())))?;
+    mkdir(parent)?;
+    let staging = parent.join(format!(
+        ".{}.init-{}",
+        absolute
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("network"),
+        std::process::id()
+    ));
+    let written = write_network(&staging, network, sites, valid_days, base_port).and_then(|made| {
+        if absolute.exists() {
+            std::fs::remove_dir(&absolute).map_err(|e| unwritable(dir, e))?;
+        }
+        std::fs::rename(&staging, &absolute).map_err(|e| unwritable(dir, e))?;
+        Ok(made)
+    });
+    let made = match written {
+        Ok(made) => made,
+        Err(e) => {
+            // Best effort: the staging directory is garbage either way.
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+    };
+    report_init(dir, network, sites, &made, base_port, output)
+}
+
+/// What `write_network` made that the report shows.
+struct Made {
+    anchor: PublicKey,
+    valid_from: Timestamp,
+    valid_until: Timestamp,
+    /// The sites' keys, in the order of the sites.
+    keys: Vec<PublicKey>,
+}
+
+fn write_network(
+    staging: &Path,
+    network: &NetworkId,
+    sites: &[(SiteId, Role)],
+    valid_days: u32,
+    base_port: u16,
+) -> Result<Made, CliError> {
     let at = now();
     let until = at.plus(Millis(i64::from(valid_days) * DAY));
     let anchor = random_key()?;
-    let anchor_dir = dir.join("anchor");
+    let anchor_dir = staging.join("anchor");
     mkdir(&anchor_dir)?;
     write_secret(
-        &anchor_key_path(dir),
+        &anchor_key_path(staging),
         &format!("{}\n", hex::encode(anchor.seed())),
     )?;
     write_new(
@@ -341,11 +395,11 @@ pub fn init(
         certs.push(cert);
         keys.push(key);
     }
-    let mut trust_dirs = vec![dir.join("trust")];
+    let mut trust_dirs = vec![staging.join("trust")];
     trust_dirs.extend(
         sites
             .iter()
-            .map(|(s, _)| dir.join("nodes").join(s.as_str()).join("network")),
+            .map(|(s, _)| staging.join("nodes").join(s.as_str()).join("network")),
     );
     for d in &trust_dirs {
         for sub in ["certs", "revocations"] {
@@ -364,9 +418,8 @@ pub fn init(
             format!("{}\n", anchor.public().to_hex()).as_bytes(),
         )?;
     }
-    let mut nodes = Vec::new();
-    for (i, ((site, role), key)) in sites.iter().zip(&keys).enumerate() {
-        let node_dir = dir.join("nodes").join(site.as_str());
+    for (i, ((site, _), key)) in sites.iter().zip(&keys).enumerate() {
+        let node_dir = staging.join("nodes").join(site.as_str());
         let net_dir = node_dir.join("network");
         mkdir(&net_dir.join("sites"))?;
         mkdir(&net_dir.join("tokens"))?;
@@ -380,22 +433,53 @@ pub fn init(
                 &format!("{}\n", random_token()?),
             )?;
         }
-        let offset = u16::try_from(i).unwrap_or(u16::MAX);
-        let port = base_port + offset;
-        let metrics_port = base_port + 1000 + offset;
+        let (port, metrics_port) = ports(base_port, i);
         write_new(
             &node_dir.join("node.toml"),
             node_toml(site, port, metrics_port).as_bytes(),
         )?;
-        nodes.push(json!({
-            "site": site.as_str(),
-            "role": role.as_str(),
-            "key_fingerprint": key.public().fingerprint(),
-            "node_dir": node_dir.display().to_string(),
-            "listen": format!("127.0.0.1:{port}"),
-        }));
     }
-    let fingerprint = anchor.public().fingerprint();
+    Ok(Made {
+        anchor: anchor.public(),
+        valid_from: at,
+        valid_until: until,
+        keys: keys.iter().map(SecretKey::public).collect(),
+    })
+}
+
+/// The gRPC and metrics ports of the `i`th site's node (checked to fit before writing).
+fn ports(base_port: u16, i: usize) -> (u16, u16) {
+    let offset = u16::try_from(i).unwrap_or(0);
+    (
+        base_port.saturating_add(offset),
+        base_port.saturating_add(1000).saturating_add(offset),
+    )
+}
+
+fn report_init(
+    dir: &Path,
+    network: &NetworkId,
+    sites: &[(SiteId, Role)],
+    made: &Made,
+    base_port: u16,
+    output: Output,
+) -> Result<ExitCode, CliError> {
+    let (at, until) = (made.valid_from, made.valid_until);
+    let nodes: Vec<_> = sites
+        .iter()
+        .zip(&made.keys)
+        .enumerate()
+        .map(|(i, ((site, role), key))| {
+            json!({
+                "site": site.as_str(),
+                "role": role.as_str(),
+                "key_fingerprint": key.fingerprint(),
+                "node_dir": dir.join("nodes").join(site.as_str()).display().to_string(),
+                "listen": format!("127.0.0.1:{}", ports(base_port, i).0),
+            })
+        })
+        .collect();
+    let fingerprint = made.anchor.fingerprint();
     match output {
         Output::Json => out::println(
             json!({
