@@ -354,40 +354,25 @@ fn report_and_epcis_speak_json_when_asked() {
     let fingerprint = ledger_core::PublicKey(key.0).fingerprint();
     let doc = report(&fingerprint);
     assert_eq!(doc["anchor_fingerprint"], fingerprint.as_str());
-    let o = ledger(&[
-        "epcis",
-        &s.path("std.bundle"),
-        "--anchor",
-        &fingerprint,
-        "--out",
-        &s.path("v.jsonld"),
-        "--output",
-        "json",
-    ]);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    // Runs `ledger epcis` with --out and --output json and returns the document it printed.
+    let bundle = s.path("std.bundle");
+    let epcis = |extra: &[&str], out: &str| {
+        let mut args = vec!["epcis", bundle.as_str()];
+        args.extend_from_slice(extra);
+        args.extend(["--out", out, "--output", "json"]);
+        let o = ledger(&args);
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).expect("json")
+    };
+    let doc = epcis(&["--anchor", &fingerprint], &s.path("v.jsonld"));
     assert_eq!(doc["verified"], true);
     let jsonld = s.path("c.jsonld");
-    let o = ledger(&[
-        "epcis",
-        &s.path("std.bundle"),
-        "--out",
-        &jsonld,
-        "--output",
-        "json",
-    ]);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let doc = epcis(&[], &jsonld);
     assert_eq!(doc["written"], jsonld.as_str());
     assert_eq!(doc["verified"], false);
     // Not a bundle: exit 1, and the error is JSON on stdout.

@@ -67,6 +67,17 @@ fn append(node: &Node, token: &Path, dir: &Path, name: &str, body: &str) -> Outp
     )
 }
 
+/// Exit code 2, and a message on standard error that says what was wrong.
+#[track_caller]
+fn refused(o: &Output, says: &str) {
+    assert_eq!(o.status.code(), Some(2), "{}", text(o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains(says),
+        "{}",
+        text(o)
+    );
+}
+
 fn export(node: &Node, token: &Path, out: &Path) -> Output {
     run(
         &["export", COI, "--out", p(out), "--token-file", p(token)],
@@ -234,18 +245,8 @@ fn init_rotate_revoke_and_verify_by_fingerprint() {
         args.extend(["--reason", "key left the building"]);
         run(&args, &[])
     };
-    let o = revoke(None);
-    assert_eq!(
-        o.status.code(),
-        Some(2),
-        "two keys and no --key: {}",
-        text(&o)
-    );
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("say which with --key"),
-        "{}",
-        text(&o)
-    );
+    // Two keys and no --key: which one is unclear.
+    refused(&revoke(None), "say which with --key");
     let o = revoke(Some(&new_key));
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let mut node = start(&data, &net);
@@ -264,15 +265,13 @@ fn init_rotate_revoke_and_verify_by_fingerprint() {
         "{said}"
     );
 
-    let refused = tmp.path().join("refused.bundle");
-    let o = export(&node, &auditor, &refused);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let refused_bundle = tmp.path().join("refused.bundle");
+    let o = export(&node, &auditor, &refused_bundle);
+    refused(&o, "no key of this node may sign an export now");
     assert!(
-        String::from_utf8_lossy(&o.stderr).contains("no key of this node may sign an export now"),
-        "{}",
-        text(&o)
+        !refused_bundle.exists(),
+        "nothing is written for a refused export"
     );
-    assert!(!refused.exists(), "nothing is written for a refused export");
     node.stop().expect("stop");
 
     // A third key brings the site back; its export carries the revocation, and the events
@@ -417,23 +416,13 @@ fn bad_input_is_refused_with_exit_code_2() {
     let o = init("clinic-a:clinic");
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let o = init("clinic-a:clinic");
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("is not empty"),
-        "{}",
-        text(&o)
-    );
+    refused(&o, "is not empty");
 
     let o = run(
         &["network", "rotate-key", "depot-9", "--dir", p(&root)],
         &[],
     );
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("site depot-9 has no certificate"),
-        "{}",
-        text(&o)
-    );
+    refused(&o, "site depot-9 has no certificate");
 
     // Without the anchor key (moved offline, as advised) rotation says what it needs.
     std::fs::rename(
@@ -445,12 +434,7 @@ fn bad_input_is_refused_with_exit_code_2() {
         &["network", "rotate-key", "clinic-a", "--dir", p(&root)],
         &[],
     );
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("--anchor-key FILE"),
-        "{}",
-        text(&o)
-    );
+    refused(&o, "--anchor-key FILE");
     let offline = tmp.path().join("offline.key");
     let o = run(
         &[
@@ -467,31 +451,16 @@ fn bad_input_is_refused_with_exit_code_2() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
 
     let o = run(&["network", "info", p(tmp.path())], &[]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("not a network directory"),
-        "{}",
-        text(&o)
-    );
+    refused(&o, "not a network directory");
 
     let o = run(
         &["verify-bundle", "x.bundle", "--anchor", "sha256:12ab"],
         &[],
     );
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("64 hex digits"),
-        "{}",
-        text(&o)
-    );
+    refused(&o, "64 hex digits");
 
     // A certificate file that is not signed by the anchor is named.
     std::fs::write(root.join("trust/certs/forged.cert"), b"not a certificate").expect("write");
     let o = run(&["network", "info", p(&root)], &[]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("forged.cert"),
-        "{}",
-        text(&o)
-    );
+    refused(&o, "forged.cert");
 }
