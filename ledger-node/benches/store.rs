@@ -99,6 +99,7 @@ fn main() -> anyhow::Result<()> {
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(ledger_node::config::SLED_CACHE_MIB_DEFAULT)
             << 20,
+        preallocate: true,
     };
     let rss_before = rss_mib();
     let (store, _) = Store::open(&cfg, |_| {})?;

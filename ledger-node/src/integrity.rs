@@ -134,7 +134,7 @@ pub fn verify_store(
         ));
     }
     check.n_events = scan.n_records;
-    check.log_bytes = scan.file_len;
+    check.log_bytes = scan.valid_end;
     check.n_feeds = feeds.len();
     check.n_chains = chains.len();
     check.index = match store::check_index(cfg, scratch) {

@@ -66,6 +66,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
     let store_cfg = store::StoreConfig {
         dir: cfg.store_dir(),
         sled_cache_bytes: cfg.sled_cache_mib * 1024 * 1024,
+        preallocate: true,
     };
     let mut ledger = ledger::Ledger::new(
         network.id.clone(),

@@ -188,6 +188,7 @@ fn main() -> ExitCode {
             let store_cfg = ledger_node::store::StoreConfig {
                 dir: cfg.store_dir(),
                 sled_cache_bytes: cfg.sled_cache_mib * 1024 * 1024,
+                preallocate: true,
             };
             match ledger_node::store::Store::rebuild_index(&store_cfg) {
                 Ok(report) => {
@@ -221,6 +222,7 @@ fn main() -> ExitCode {
             let store_cfg = ledger_node::store::StoreConfig {
                 dir: cfg.store_dir(),
                 sled_cache_bytes: cfg.sled_cache_mib * 1024 * 1024,
+                preallocate: true,
             };
             match ledger_node::store::restore(
                 &dir,
@@ -309,6 +311,7 @@ fn verify_store(cfg: &Config, json: bool) -> ExitCode {
     let store_cfg = ledger_node::store::StoreConfig {
         dir: cfg.store_dir(),
         sled_cache_bytes: cfg.sled_cache_mib * 1024 * 1024,
+        preallocate: true,
     };
     let scratch = match tempfile::tempdir() {
         Ok(d) => d,

@@ -24,11 +24,33 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+/// A store whose log file ends at its last record, so tests can tear records at the end of
+/// the file. [`preallocated`] is the node's configuration.
 fn config(dir: &Path) -> StoreConfig {
     StoreConfig {
         dir: dir.join("store"),
         sled_cache_bytes: 4 * 1024 * 1024,
+        preallocate: false,
     }
+}
+
+/// A store whose log keeps zeros ahead of its last record, as the node runs it.
+fn preallocated(dir: &Path) -> StoreConfig {
+    StoreConfig {
+        preallocate: true,
+        ..config(dir)
+    }
+}
+
+/// Where the log's records end (before any preallocated zeros).
+fn log_end(cfg: &StoreConfig) -> u64 {
+    ledger_node::store::scan_log(&cfg.dir, |_, _| {})
+        .unwrap()
+        .valid_end
+}
+
+fn file_len(cfg: &StoreConfig) -> u64 {
+    std::fs::metadata(log_path(cfg)).unwrap().len()
 }
 
 fn log_path(cfg: &StoreConfig) -> PathBuf {
@@ -418,6 +440,18 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// A synthetic journey of `n` events, each as a record with its own request id.
+fn synth_records(n: usize) -> (fixtures::synth::Synth, Vec<Record>) {
+    let synth = fixtures::synth::synth(n);
+    let records = synth
+        .events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| rec(e, Some(&format!("req-{i}"))))
+        .collect();
+    (synth, records)
+}
+
 /// The framed bytes `records` take in the log: commit them to a scratch store and read them
 /// back from its log, so the tests never restate the format.
 fn framed(records: &[Record]) -> Vec<u8> {
@@ -430,13 +464,16 @@ fn framed(records: &[Record]) -> Vec<u8> {
     std::fs::read(log_path(&cfg)).unwrap()[header_len..].to_vec()
 }
 
+/// Writes `bytes` right after the log's last record, as a write the crash interrupted
+/// would have (over preallocated zeros, if there are any).
 fn append_raw(cfg: &StoreConfig, bytes: &[u8]) {
-    use std::io::Write;
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
+    use std::os::unix::fs::FileExt;
+    let at = log_end(cfg);
+    let f = std::fs::OpenOptions::new()
+        .write(true)
         .open(log_path(cfg))
         .unwrap();
-    f.write_all(bytes).unwrap();
+    f.write_all_at(bytes, at).unwrap();
 }
 
 #[test]
@@ -516,13 +553,7 @@ fn commit_then_reopen_gives_back_everything_in_order() {
 fn synthetic_journey_round_trips() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path());
-    let synth = fixtures::synth::synth(200);
-    let records: Vec<Record> = synth
-        .events
-        .iter()
-        .enumerate()
-        .map(|(i, e)| rec(e, Some(&format!("r-{i}"))))
-        .collect();
+    let (synth, records) = synth_records(200);
     let u = Universe::of(&synth.events);
     let (store, ..) = open(&cfg);
     for batch in records.chunks(37) {
@@ -544,7 +575,9 @@ fn synthetic_journey_round_trips() {
     assert_eq!(store.chain(&synth.coi, u64::MAX, 10).unwrap().len(), 0);
     for (i, r) in records.iter().enumerate() {
         assert_eq!(
-            store.request(r.event.author(), &format!("r-{i}")).unwrap(),
+            store
+                .request(r.event.author(), &format!("req-{i}"))
+                .unwrap(),
             Some(r.event.id())
         );
     }
@@ -650,13 +683,7 @@ fn limits_are_typed_errors_and_leave_the_store_usable() {
 fn a_torn_last_record_is_cut_at_every_length() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path());
-    let synth = fixtures::synth::synth(6);
-    let records: Vec<Record> = synth
-        .events
-        .iter()
-        .enumerate()
-        .map(|(i, e)| rec(e, Some(&format!("req-{i}"))))
-        .collect();
+    let (synth, records) = synth_records(6);
     let u = Universe::of(&synth.events);
     let (last, done) = records.split_last().unwrap();
     let last_frame = framed(std::slice::from_ref(last));
@@ -750,6 +777,122 @@ fn a_damaged_unacknowledged_last_record_is_cut() {
             check(&store, done, &u);
         }
     }
+}
+
+/// The node's log keeps zeros ahead of its records. They end the log cleanly (a reopen cuts
+/// nothing), commits go on over them, and a commit that reaches their end writes more first.
+#[test]
+fn preallocated_zeros_end_the_log_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = preallocated(dir.path());
+    // More than the 1 MiB written ahead at a time.
+    let (synth, records) = synth_records(4000);
+    let u = Universe::of(&synth.events);
+    let (store, ..) = open(&cfg);
+    let (first, rest) = records.split_at(10);
+    store.commit(first).unwrap();
+    drop(store);
+    let end = log_end(&cfg);
+    let len = file_len(&cfg);
+    assert_eq!(
+        (len - end >= 1 << 20, len % 4096),
+        (true, 0),
+        "log ends at {end}, file is {len} bytes"
+    );
+    let bytes = std::fs::read(log_path(&cfg)).unwrap();
+    assert!(bytes[end as usize..].iter().all(|&b| b == 0));
+    let (store, report, seen) = open(&cfg);
+    assert_eq!(ids(&seen), ids(first));
+    assert_eq!(
+        (report.log_bytes, report.cut_bytes, report.reindexed),
+        (end, 0, 0)
+    );
+    assert_eq!(file_len(&cfg), len, "open keeps the zeros");
+    for batch in rest.chunks(64) {
+        store.commit(batch).unwrap();
+    }
+    check(&store, &records, &u);
+    drop(store);
+    let end = log_end(&cfg);
+    assert!(
+        end > len,
+        "the records went past the first zeros ({end} <= {len})"
+    );
+    let (store, report, seen) = open(&cfg);
+    assert_eq!(ids(&seen), ids(&records));
+    assert_eq!(
+        (report.log_bytes, report.cut_bytes, report.reindexed),
+        (end, 0, 0)
+    );
+    check(&store, &records, &u);
+    drop(store);
+    // The same log opened without preallocation reads the same and goes on.
+    let (store, report, seen) = open(&config(dir.path()));
+    assert_eq!(ids(&seen), ids(&records));
+    assert_eq!(report.cut_bytes, 0);
+    check(&store, &records, &u);
+}
+
+/// A crash while writing over preallocated zeros. A torn record is cut together with the zeros
+/// after it. A complete record behind zeros (a torn write whose first page never reached the
+/// disk) is cut too and never read back: new records written over the zeros could line up
+/// with it.
+#[test]
+fn torn_writes_over_preallocated_zeros_are_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = preallocated(dir.path());
+    let (synth, records) = synth_records(8);
+    let u = Universe::of(&synth.events);
+    let (done, last_two) = records.split_at(records.len() - 2);
+    let (a, b) = (&last_two[0], &last_two[1]);
+    let (store, ..) = open(&cfg);
+    store.commit(done).unwrap();
+    drop(store);
+    let end = log_end(&cfg);
+    let zeros_after = |cfg: &StoreConfig| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(log_path(cfg))
+            .unwrap()
+            .set_len(end + (1 << 20))
+            .unwrap();
+    };
+    let frame_a = framed(std::slice::from_ref(a));
+    for cut in [1, 4, 7, 8, 9, 20, frame_a.len() / 2, frame_a.len() - 1] {
+        zeros_after(&cfg);
+        append_raw(&cfg, &frame_a[..cut]);
+        let (store, report, seen) = open(&cfg);
+        assert_eq!(ids(&seen), ids(done), "cut at {cut}");
+        assert_eq!(
+            (report.log_bytes, report.cut_bytes, file_len(&cfg)),
+            (end, 1 << 20, end),
+            "cut at {cut}"
+        );
+        check(&store, done, &u);
+    }
+    // b, complete, where it would sit after a: the bytes where a belongs are zeros.
+    zeros_after(&cfg);
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(log_path(&cfg))
+            .unwrap();
+        f.write_all_at(&framed(std::slice::from_ref(b)), end + frame_a.len() as u64)
+            .unwrap();
+    }
+    let (store, report, seen) = open(&cfg);
+    assert_eq!(ids(&seen), ids(done));
+    assert_eq!((report.cut_bytes, file_len(&cfg)), (1 << 20, end));
+    // a, written now, ends exactly where b began: b must not come back.
+    store.commit(std::slice::from_ref(a)).unwrap();
+    drop(store);
+    let (store, report, seen) = open(&cfg);
+    let mut want = done.to_vec();
+    want.push(a.clone());
+    assert_eq!(ids(&seen), ids(&want));
+    assert_eq!(report.cut_bytes, 0);
+    check(&store, &want, &u);
 }
 
 /// Damage inside records the index knows were committed is not a torn write: cutting would
@@ -985,9 +1128,9 @@ proptest! {
     /// Random commits, reopens, torn writes and lost indexes against a `Vec<Record>`:
     /// after every step the store answers exactly what the reference implies.
     #[test]
-    fn store_matches_a_vec_model(ops in prop::collection::vec(op(), 1..10)) {
+    fn store_matches_a_vec_model(ops in prop::collection::vec(op(), 1..10), prealloc in any::<bool>()) {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = config(dir.path());
+        let cfg = if prealloc { preallocated(dir.path()) } else { config(dir.path()) };
         let u = Universe::of(pool());
         let mut model: Vec<Record> = Vec::new();
         let (mut store, ..) = open(&cfg);
@@ -1023,22 +1166,32 @@ proptest! {
                     let bytes = framed(&batch);
                     prop_assert_eq!(bytes.len(), batch.iter().map(Record::log_bytes).sum::<usize>());
                     let cut = cut.min(bytes.len() - 1);
+                    let end = log_end(&cfg);
                     append_raw(&cfg, &bytes[..cut]);
+                    // Everything after the whole records goes: the torn one and any zeros.
+                    let tail = file_len(&cfg) - end;
                     // Records complete before the cut were written whole: they are kept (and
-                    // indexed, since the crash came before the index heard of them).
+                    // indexed, since the crash came before the index heard of them). Over
+                    // preallocated zeros, so is a record whose missing bytes are all zeros:
+                    // the disk then holds exactly the record.
                     let mut whole = 0;
                     let mut n_whole = 0;
                     for r in &batch {
-                        if whole + r.log_bytes() > cut {
+                        let r_end = whole + r.log_bytes();
+                        let missing = &bytes[cut.clamp(whole, r_end)..r_end];
+                        let on_disk = end + r_end as u64 <= file_len(&cfg);
+                        if r_end > cut && !(on_disk && missing.iter().all(|&b| b == 0)) {
                             break;
                         }
-                        whole += r.log_bytes();
+                        whole = r_end;
                         n_whole += 1;
                     }
                     model.extend(batch.into_iter().take(n_whole));
                     let (s, report, seen) = open(&cfg);
                     prop_assert_eq!(ids(&seen), ids(&model));
-                    prop_assert_eq!((report.cut_bytes, report.reindexed), ((cut - whole) as u64, n_whole as u64));
+                    // Cut at a record boundary, only zeros follow: nothing to cut.
+                    let cut_bytes = if cut <= whole { 0 } else { tail - whole as u64 };
+                    prop_assert_eq!((report.cut_bytes, report.reindexed), (cut_bytes, n_whole as u64));
                     store = s;
                 }
                 Op::DropIndex => {

@@ -14,6 +14,13 @@
 //! A request id length of 0 means "no request id" (an event that arrived by replication);
 //! an empty request id is therefore not representable and is refused by the writer.
 //!
+//! The file may end in zeros after the last record: space the writer filled with zeros
+//! ahead of the records ([`LOG_PREALLOCATE_BYTES`] at a time), so that the `fdatasync` of
+//! a commit only flushes data into blocks that are already allocated and initialised, and
+//! never also journals a new file size (a third less time per commit on ext4). A record
+//! never starts with a zero length, so a scan ends cleanly where the bytes from there to
+//! the end of the file are all zero; zeros followed by anything else are a torn write.
+//!
 //! This module knows nothing about sled or about what a record means to the ledger; it only
 //! guarantees that what [`Scanner`] accepts is byte for byte what [`LogWriter`] wrote.
 
@@ -35,6 +42,11 @@ pub(super) const FRAME_HEADER_LEN: usize = 8;
 pub(super) const RECORD_KIND_EVENT: u8 = 1;
 /// Kind, request id length and at least one byte of event.
 const PAYLOAD_BYTES_MIN: usize = 1 + 2 + 1;
+/// Zeros the writer keeps ahead of the last record when preallocating. Filling 1 MiB costs
+/// about 1 ms in the commit that does it, once per ~3,000 events; 4 MiB costs ten times more.
+pub(super) const LOG_PREALLOCATE_BYTES: u64 = 1 << 20;
+/// Preallocation is rounded up to whole pages.
+const PAGE_BYTES: u64 = 4096;
 
 /// Where a record sits in the log: the offset of its frame and the frame's length (header
 /// included). The index stores these instead of copies of the events.
@@ -289,6 +301,8 @@ pub(super) struct Scanner {
     offset: u64,
     len: u64,
     payload: Vec<u8>,
+    /// Set once the rest of the file was found to be zeros (preallocated space).
+    ended: bool,
 }
 
 impl Scanner {
@@ -303,6 +317,7 @@ impl Scanner {
             offset: HEADER_LEN,
             len,
             payload: Vec::new(),
+            ended: false,
         })
     }
 
@@ -314,8 +329,23 @@ impl Scanner {
     /// Reads the next record. After [`Step::Bad`] or [`Step::End`] the scanner stays put.
     pub(super) fn next_record(&mut self) -> Result<Step, StoreError> {
         let available = self.len - self.offset;
-        if available == 0 {
+        if available == 0 || self.ended {
             return Ok(Step::End);
+        }
+        let mut frame = [0u8; FRAME_HEADER_LEN];
+        let head = FRAME_HEADER_LEN.min(usize::try_from(available).unwrap_or(FRAME_HEADER_LEN));
+        self.reader
+            .read_exact(&mut frame[..head])
+            .map_err(io_error("reading", &self.path))?;
+        if frame == [0; FRAME_HEADER_LEN] {
+            // A record never has length 0: this is preallocated space if nothing but zeros
+            // follows, and a torn write otherwise (which must be cut, never written over:
+            // a complete old record behind the zeros could line up with new ones).
+            if self.rest_is_zero(available - head as u64)? {
+                self.ended = true;
+                return Ok(Step::End);
+            }
+            return Ok(Step::Bad(BadRecord::Length { n_bytes: 0 }));
         }
         if available < FRAME_HEADER_LEN as u64 {
             return Ok(Step::Bad(BadRecord::Truncated {
@@ -323,10 +353,6 @@ impl Scanner {
                 needed: FRAME_HEADER_LEN as u64,
             }));
         }
-        let mut frame = [0u8; FRAME_HEADER_LEN];
-        self.reader
-            .read_exact(&mut frame)
-            .map_err(io_error("reading", &self.path))?;
         let payload_len = u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize;
         let crc = u32::from_le_bytes([frame[4], frame[5], frame[6], frame[7]]);
         if !(PAYLOAD_BYTES_MIN..=PAYLOAD_BYTES_MAX).contains(&payload_len) {
@@ -357,24 +383,58 @@ impl Scanner {
     }
 }
 
+impl Scanner {
+    /// Reads `n` more bytes and says whether they are all zero. Leaves the reader past them.
+    fn rest_is_zero(&mut self, mut n: u64) -> Result<bool, StoreError> {
+        let mut buf = vec![0u8; 64 * 1024];
+        while n > 0 {
+            let take = buf.len().min(usize::try_from(n).unwrap_or(buf.len()));
+            self.reader
+                .read_exact(&mut buf[..take])
+                .map_err(io_error("reading", &self.path))?;
+            if buf[..take].iter().any(|&b| b != 0) {
+                return Ok(false);
+            }
+            n -= take as u64;
+        }
+        Ok(true)
+    }
+}
+
 /// The writing end of the log. Owned by the store under its mutex: one writer at a time.
 #[derive(Debug)]
 pub(super) struct LogWriter {
     file: File,
     path: PathBuf,
-    /// End of the last durable record; the file is never longer once a commit returned.
+    /// End of the last durable record; once a commit returned, everything after it up to
+    /// `allocated` is zeros.
     end: u64,
+    /// Length of the file: `end` plus the zeros preallocated after it.
+    allocated: u64,
+    /// Whether to keep [`LOG_PREALLOCATE_BYTES`] of zeros ahead of the records.
+    preallocate: bool,
     n_records: u64,
     /// Set when a write or sync failed: the file's state is then unknown to this process.
     failed: bool,
 }
 
 impl LogWriter {
-    pub(super) fn new(file: File, path: PathBuf, end: u64, n_records: u64) -> LogWriter {
+    /// A writer appending at `end`, in a file of `file_len` bytes whose bytes after `end`
+    /// are all zero.
+    pub(super) fn new(
+        file: File,
+        path: PathBuf,
+        end: u64,
+        file_len: u64,
+        n_records: u64,
+        preallocate: bool,
+    ) -> LogWriter {
         LogWriter {
             file,
             path,
             end,
+            allocated: file_len.max(end),
+            preallocate,
             n_records,
             failed: false,
         }
@@ -415,10 +475,17 @@ impl LogWriter {
             "append on a failed log {}",
             self.path.display()
         );
+        let new_end = self.end + frames.len() as u64;
+        // Zeros go in first, then the records over them: one fdatasync covers both, and a
+        // crash in between leaves zeros or a torn record, which the scan tells apart.
+        let allocated = if self.preallocate && new_end > self.allocated {
+            (new_end + LOG_PREALLOCATE_BYTES).div_ceil(PAGE_BYTES) * PAGE_BYTES
+        } else {
+            self.allocated.max(new_end)
+        };
         let result = self
-            .file
-            .seek(SeekFrom::Start(self.end))
-            .and_then(|_| self.file.write_all(frames))
+            .fill_zeros(self.allocated, allocated)
+            .and_then(|()| self.file.write_all_at(frames, self.end))
             .map_err(io_error("writing", &self.path))
             .and_then(|()| {
                 self.file
@@ -430,8 +497,23 @@ impl LogWriter {
             let _ = self.file.set_len(self.end);
             return Err(e);
         }
-        self.end += frames.len() as u64;
+        self.end = new_end;
+        self.allocated = allocated;
         self.n_records += n_records;
+        Ok(())
+    }
+
+    /// Writes zeros over `[from, to)`.
+    fn fill_zeros(&self, from: u64, to: u64) -> std::io::Result<()> {
+        static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+        let mut at = from;
+        while at < to {
+            let n = ZEROS
+                .len()
+                .min(usize::try_from(to - at).unwrap_or(ZEROS.len()));
+            self.file.write_all_at(&ZEROS[..n], at)?;
+            at += n as u64;
+        }
         Ok(())
     }
 
@@ -446,6 +528,7 @@ impl LogWriter {
             .sync_data()
             .map_err(io_error("syncing (fdatasync)", &self.path))?;
         self.end = end;
+        self.allocated = end;
         Ok(())
     }
 }

@@ -11,7 +11,8 @@
 //! - **What is durable when [`Store::commit`] returns `Ok`.** Every record of the batch was
 //!   written to the log and one `fdatasync` (`File::sync_data`) on the log returned after
 //!   the write; only then is the batch indexed in sled and `Ok` returned. `fdatasync` also
-//!   flushes the file size, and the log's directory entry was made durable when the log was
+//!   flushes the file size (when a commit first writes zeros ahead of the log, they are
+//!   made durable by the same `fdatasync`), and the log's directory entry was made durable when the log was
 //!   created (the header is written and synced under a temporary name, renamed into place,
 //!   and the directory fsynced). sled is never relied on for durability: its `flush()` on
 //!   Linux is only `sync_file_range`, and its background fsync runs every 500 ms.
@@ -26,7 +27,9 @@
 //!   (`Event::from_bytes`, which also rejects non-canonical bytes). A crash during a write
 //!   leaves, after the last synced record, some subset of the new batch's pages (with
 //!   zeros or stale bytes in between): the first record there that is short, has an
-//!   impossible length, a wrong CRC or an undecodable payload ends the valid log.
+//!   impossible length, a wrong CRC or an undecodable payload ends the valid log. Zeros
+//!   end it cleanly only when nothing but zeros follows them to the end of the file
+//!   (preallocated space, see `store/log.rs`).
 //!   [`Store::open`] cuts the file there (and fdatasyncs the cut) before anything new is
 //!   appended, so later records never sit behind garbage. A failed write or fsync poisons
 //!   the store for the rest of the process ([`StoreError::Poisoned`]): after a failed
@@ -78,6 +81,9 @@ pub const COMMIT_RECORDS_MAX: usize = 100_000;
 /// Most log bytes one [`Store::commit`] writes. It also bounds the tail open() may cut:
 /// a crash can only tear what one commit was writing.
 pub const COMMIT_BYTES_MAX: usize = 512 * 1024 * 1024;
+/// The longest tail a crash can leave after the last durable record: one commit, and the
+/// zeros preallocated after it (rounded up to a page).
+const TORN_TAIL_BYTES_MAX: u64 = COMMIT_BYTES_MAX as u64 + log::LOG_PREALLOCATE_BYTES + 4096;
 /// Records per index transaction when open() replays the log.
 const REPLAY_BATCH_RECORDS: usize = 1024;
 const INDEX_DIR: &str = "index";
@@ -87,6 +93,10 @@ const INDEX_DIR: &str = "index";
 pub struct StoreConfig {
     pub dir: PathBuf,
     pub sled_cache_bytes: u64,
+    /// Keep zeros written ahead of the log's last record, so a commit's `fdatasync` never
+    /// has to make a new file size durable too (see `store/log.rs`). The node always does;
+    /// tests of the byte format turn it off to tear records at the file's end.
+    pub preallocate: bool,
 }
 
 /// One durable record: an event, and the client request id that appended it (None for
@@ -716,14 +726,14 @@ fn open_with(
                 },
             });
         }
-        if cut_bytes > COMMIT_BYTES_MAX as u64 {
+        if cut_bytes > TORN_TAIL_BYTES_MAX {
             return Err(StoreError::Corrupt {
                 path,
                 offset,
                 reason,
                 detail: CorruptDetail::TailTooLong {
                     cut_bytes,
-                    max: COMMIT_BYTES_MAX as u64,
+                    max: TORN_TAIL_BYTES_MAX,
                 },
             });
         }
@@ -737,7 +747,15 @@ fn open_with(
             index_end: applied.offset,
         });
     }
-    let mut writer = LogWriter::new(file, path.clone(), file_len, n_records);
+    // Past the valid end there are only zeros (preallocated) or a tail about to be cut.
+    let mut writer = LogWriter::new(
+        file,
+        path.clone(),
+        valid_end,
+        file_len,
+        n_records,
+        cfg.preallocate,
+    );
     if report.cut_bytes > 0 {
         writer.cut_tail(valid_end)?;
     }
