@@ -178,7 +178,10 @@ fn backup_while_running_restore_and_verify_store() {
     let log = data.join("store/events.log");
     let mut bytes = std::fs::read(&log).expect("store log");
     // The middle of the records, not of the zeros the node keeps written ahead of them.
-    let records_end = bytes.iter().rposition(|&b| b != 0).expect("a log with records");
+    let records_end = bytes
+        .iter()
+        .rposition(|&b| b != 0)
+        .expect("a log with records");
     let mid = records_end / 2;
     bytes[mid] ^= 0x40;
     std::fs::write(&log, &bytes).expect("damage log");
