@@ -1308,10 +1308,13 @@ fn memory_figure(
     // 1,000,000 events; both values are printed.
     std::thread::sleep(MEMORY_SETTLE);
     let (settled, _) = node.memory_kib()?;
+    let part = |name: &str| status_kib(&node.pid, name).unwrap_or(0) as f64 / 1024.0;
     println!(
-        "memory: node RSS {:.1} MiB after {} s idle",
+        "memory: node RSS {:.1} MiB after {} s idle (anonymous {:.1}, file-backed {:.1})",
         settled as f64 / 1024.0,
-        MEMORY_SETTLE.as_secs()
+        MEMORY_SETTLE.as_secs(),
+        part("RssAnon:"),
+        part("RssFile:")
     );
     let settled_mib = settled as f64 / 1024.0;
     report.row(
