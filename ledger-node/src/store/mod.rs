@@ -12,10 +12,11 @@
 //!   written to the log and one `fdatasync` (`File::sync_data`) on the log returned after
 //!   the write; only then is the batch indexed in sled and `Ok` returned. `fdatasync` also
 //!   flushes the file size (when a commit first writes zeros ahead of the log, they are
-//!   made durable by the same `fdatasync`), and the log's directory entry was made durable when the log was
-//!   created (the header is written and synced under a temporary name, renamed into place,
-//!   and the directory fsynced). sled is never relied on for durability: its `flush()` on
-//!   Linux is only `sync_file_range`, and its background fsync runs every 500 ms.
+//!   made durable by the same `fdatasync`), and the log's directory entry was made durable
+//!   when the log was created (the header is written and synced under a temporary name,
+//!   renamed into place, and the directory fsynced). sled is never relied on for
+//!   durability: its `flush()` on Linux is only `sync_file_range`, and its background
+//!   fsync runs every 500 ms.
 //! - **Why a crash cannot lose an acknowledged record.** Acknowledged records are in the
 //!   synced log. The index may lag the log by any number of transactions after a crash;
 //!   each index transaction carries the log offset it brings the index to ("applied"), so
