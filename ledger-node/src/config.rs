@@ -313,6 +313,15 @@ impl Config {
     pub fn store_dir(&self) -> PathBuf {
         self.data_dir.join("store")
     }
+
+    /// The store as the node and its maintenance commands open it.
+    pub fn store_config(&self) -> crate::store::StoreConfig {
+        crate::store::StoreConfig {
+            dir: self.store_dir(),
+            sled_cache_bytes: self.sled_cache_mib * 1024 * 1024,
+            preallocate: true,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -63,11 +63,7 @@ pub fn policy(cfg: &Config) -> Policy {
 /// When the network, the store or the listening socket cannot be opened.
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let network = Arc::new(load_network(&cfg)?);
-    let store_cfg = store::StoreConfig {
-        dir: cfg.store_dir(),
-        sled_cache_bytes: cfg.sled_cache_mib * 1024 * 1024,
-        preallocate: true,
-    };
+    let store_cfg = cfg.store_config();
     let mut ledger = ledger::Ledger::new(
         network.id.clone(),
         policy(&cfg),

@@ -185,11 +185,7 @@ fn main() -> ExitCode {
             }
         },
         Command::RebuildIndex => {
-            let store_cfg = ledger_node::store::StoreConfig {
-                dir: cfg.store_dir(),
-                sled_cache_bytes: cfg.sled_cache_mib * 1024 * 1024,
-                preallocate: true,
-            };
+            let store_cfg = cfg.store_config();
             match ledger_node::store::Store::rebuild_index(&store_cfg) {
                 Ok(report) => {
                     println!("index rebuilt from the log: {} events", report.n_records);
@@ -219,11 +215,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Restore { dir } => {
-            let store_cfg = ledger_node::store::StoreConfig {
-                dir: cfg.store_dir(),
-                sled_cache_bytes: cfg.sled_cache_mib * 1024 * 1024,
-                preallocate: true,
-            };
+            let store_cfg = cfg.store_config();
             match ledger_node::store::restore(
                 &dir,
                 &store_cfg,
@@ -308,11 +300,7 @@ fn verify_store(cfg: &Config, json: bool) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let store_cfg = ledger_node::store::StoreConfig {
-        dir: cfg.store_dir(),
-        sled_cache_bytes: cfg.sled_cache_mib * 1024 * 1024,
-        preallocate: true,
-    };
+    let store_cfg = cfg.store_config();
     let scratch = match tempfile::tempdir() {
         Ok(d) => d,
         Err(e) => {
