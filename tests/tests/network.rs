@@ -464,3 +464,95 @@ fn bad_input_is_refused_with_exit_code_2() {
     let o = run(&["network", "info", p(&root)], &[]);
     refused(&o, "forged.cert");
 }
+
+/// Every file appears whole or not at all: bytes go to a `.partial` first. What an
+/// interrupted run leaves under that name is never loaded and is replaced by the next run,
+/// and a rotation keeps the site's key file one whole key (the old one kept under its
+/// retired name).
+#[test]
+fn a_rotation_after_an_interrupted_one_leaves_whole_files_only() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().join("net");
+    let o = run(
+        &[
+            "network",
+            "init",
+            p(&root),
+            "--sites",
+            "clinic-a:clinic,depot-1:depot",
+            "--network",
+            "prod-net",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let net = root.join("nodes/clinic-a/network");
+    let key_path = net.join("sites/clinic-a.key");
+    let old_key = std::fs::read_to_string(&key_path).expect("old key");
+    // What a run killed half-way through writing would have left.
+    let leftovers = [
+        root.join("trust/certs/clinic-a.2.cert.partial"),
+        net.join("certs/clinic-a.2.cert.partial"),
+        net.join("sites/clinic-a.key.partial"),
+    ];
+    for l in &leftovers {
+        std::fs::write(l, b"half a rec").expect("write leftover");
+    }
+    let info = run(&["network", "info", p(&net), "--output", "json"], &[]);
+    assert_eq!(info.status.code(), Some(0), "{}", text(&info));
+    assert_eq!(
+        json(&info)["certificates"].as_array().map(Vec::len),
+        Some(2)
+    );
+
+    let o = run(
+        &["network", "rotate-key", "clinic-a", "--dir", p(&root)],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    for l in &leftovers {
+        assert!(!l.exists(), "{} is left behind", l.display());
+    }
+    let partials: Vec<_> = walk(&root)
+        .into_iter()
+        .filter(|f| f.extension().is_some_and(|x| x == "partial"))
+        .collect();
+    assert!(partials.is_empty(), "left behind: {partials:?}");
+    let new_key = std::fs::read_to_string(&key_path).expect("new key");
+    assert_eq!(new_key.trim().len(), 64, "{new_key:?}");
+    assert_ne!(new_key, old_key);
+    assert_eq!(mode(&key_path), 0o600);
+    let retired = net.join("sites/clinic-a.key.1.retired");
+    assert_eq!(
+        std::fs::read_to_string(&retired).expect("retired key"),
+        old_key
+    );
+    assert_eq!(mode(&retired), 0o600);
+    for dir in [root.join("trust/certs"), net.join("certs")] {
+        let cert = dir.join("clinic-a.2.cert");
+        assert!(cert.exists(), "{} missing", cert.display());
+    }
+    let info = run(&["network", "info", p(&net), "--output", "json"], &[]);
+    assert_eq!(info.status.code(), Some(0), "{}", text(&info));
+    assert_eq!(
+        json(&info)["certificates"].as_array().map(Vec::len),
+        Some(3)
+    );
+}
+
+/// Every file under `dir`, recursively.
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).expect("read dir") {
+            let path = entry.expect("dir entry").path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
+}

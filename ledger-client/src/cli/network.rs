@@ -87,27 +87,61 @@ fn mkdir(path: &Path) -> Result<(), CliError> {
 
 /// Writes a file only the owner can read, refusing to replace one.
 fn write_secret(path: &Path, contents: &str) -> Result<(), CliError> {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| unwritable(path, e))?;
-    f.write_all(contents.as_bytes())
-        .and_then(|()| f.sync_all())
-        .map_err(|e| unwritable(path, e))
+    write_whole(path, contents.as_bytes(), 0o600)
 }
 
 /// Writes a public file, refusing to replace one (records are never edited, only added).
 fn write_new(path: &Path, contents: &[u8]) -> Result<(), CliError> {
+    write_whole(path, contents, 0o644)
+}
+
+/// Where a file's bytes are written before they take its name. No loader reads it: they
+/// list files by their own extension.
+fn partial_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".partial");
+    path.with_file_name(name)
+}
+
+/// Writes `contents` (synced) to the `.partial` beside `path`, left ready for a link or a
+/// rename. A `.partial` left by an interrupted run is replaced.
+fn write_partial(path: &Path, contents: &[u8], mode: u32) -> Result<PathBuf, CliError> {
+    let partial = partial_path(path);
+    match std::fs::remove_file(&partial) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(unwritable(&partial, e)),
+    }
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .open(path)
-        .map_err(|e| unwritable(path, e))?;
+        .mode(mode)
+        .open(&partial)
+        .map_err(|e| unwritable(&partial, e))?;
     f.write_all(contents)
         .and_then(|()| f.sync_all())
-        .map_err(|e| unwritable(path, e))
+        .map_err(|e| unwritable(&partial, e))?;
+    Ok(partial)
+}
+
+/// Syncs the directory holding `path`, so a new name in it survives a crash.
+fn sync_parent(path: &Path) -> Result<(), CliError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| unwritable(dir, e))
+}
+
+/// Writes a whole file or none, refusing to replace one: the bytes are written and synced
+/// under a `.partial` name first and then linked to `path` (a link never replaces), so a
+/// crash or a full disk leaves no half-written record that would stop every node loading
+/// the directory.
+fn write_whole(path: &Path, contents: &[u8], mode: u32) -> Result<(), CliError> {
+    let partial = write_partial(path, contents, mode)?;
+    let linked = std::fs::hard_link(&partial, path).map_err(|e| unwritable(path, e));
+    std::fs::remove_file(&partial).map_err(|e| unwritable(&partial, e))?;
+    linked?;
+    sync_parent(path)
 }
 
 fn read_hex32(path: &Path) -> Result<[u8; 32], CliError> {
@@ -689,9 +723,17 @@ pub fn rotate_key(
         .join(format!("{site}.key"));
     let installed = key_path.exists();
     if installed {
+        // The key file always holds one whole key, old or new: the old one is linked to its
+        // retired name first, then the new one replaces it in one rename.
         let retired = key_path.with_extension(format!("key.{}.retired", generation - 1));
-        std::fs::rename(&key_path, &retired).map_err(|e| unwritable(&retired, e))?;
-        write_secret(&key_path, &format!("{}\n", hex::encode(key.seed())))?;
+        std::fs::hard_link(&key_path, &retired).map_err(|e| unwritable(&retired, e))?;
+        let partial = write_partial(
+            &key_path,
+            format!("{}\n", hex::encode(key.seed())).as_bytes(),
+            0o600,
+        )?;
+        std::fs::rename(&partial, &key_path).map_err(|e| unwritable(&key_path, e))?;
+        sync_parent(&key_path)?;
     }
     let old_keys: Vec<String> = existing.iter().map(|c| c.key.fingerprint()).collect();
     match output {
