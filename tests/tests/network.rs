@@ -465,12 +465,13 @@ fn bad_input_is_refused_with_exit_code_2() {
     refused(&o, "forged.cert");
 }
 
-/// Every file appears whole or not at all: bytes go to a `.partial` first. What an
-/// interrupted run leaves under that name is never loaded and is replaced by the next run,
-/// and a rotation keeps the site's key file one whole key (the old one kept under its
-/// retired name).
+/// Every file appears whole or not at all. A rotation killed at its first write (the
+/// file size limit is 0, so the kernel ends it with SIGXFSZ) leaves no half-written
+/// certificate: every directory still loads, and the next rotation works. A rotation
+/// leaves no `.partial` of its own and keeps the site's key file one whole key, the old
+/// one kept under its retired name.
 #[test]
-fn a_rotation_after_an_interrupted_one_leaves_whole_files_only() {
+fn a_rotation_killed_while_writing_leaves_whole_files_only() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let root = tmp.path().join("net");
     let o = run(
@@ -489,33 +490,45 @@ fn a_rotation_after_an_interrupted_one_leaves_whole_files_only() {
     let net = root.join("nodes/clinic-a/network");
     let key_path = net.join("sites/clinic-a.key");
     let old_key = std::fs::read_to_string(&key_path).expect("old key");
-    // What a run killed half-way through writing would have left.
-    let leftovers = [
-        root.join("trust/certs/clinic-a.2.cert.partial"),
-        net.join("certs/clinic-a.2.cert.partial"),
-        net.join("sites/clinic-a.key.partial"),
-    ];
-    for l in &leftovers {
-        std::fs::write(l, b"half a rec").expect("write leftover");
-    }
-    let info = run(&["network", "info", p(&net), "--output", "json"], &[]);
-    assert_eq!(info.status.code(), Some(0), "{}", text(&info));
+    let n_certificates = |dir: &Path| {
+        let info = run(&["network", "info", p(dir), "--output", "json"], &[]);
+        assert_eq!(info.status.code(), Some(0), "{}", text(&info));
+        json(&info)["certificates"].as_array().map(Vec::len)
+    };
+
+    let killed = Command::new("sh")
+        .args(["-c", "ulimit -f 0 && exec \"$0\" \"$@\""])
+        .arg(bin("ledger").expect("ledger binary"))
+        .args(["network", "rotate-key", "clinic-a", "--dir", p(&root)])
+        .output()
+        .expect("run ledger under a file size limit");
     assert_eq!(
-        json(&info)["certificates"].as_array().map(Vec::len),
-        Some(2)
+        std::os::unix::process::ExitStatusExt::signal(&killed.status),
+        Some(25),
+        "expected SIGXFSZ at the first write: {}",
+        text(&killed)
     );
+    for dir in [&root, &net] {
+        assert_eq!(n_certificates(dir), Some(2), "{}", dir.display());
+    }
+    assert_eq!(
+        std::fs::read_to_string(&key_path).expect("key"),
+        old_key,
+        "the killed run must not touch the key"
+    );
+    let leftovers: Vec<_> = walk(&root)
+        .into_iter()
+        .filter(|f| f.extension().is_some_and(|x| x == "partial"))
+        .collect();
 
     let o = run(
         &["network", "rotate-key", "clinic-a", "--dir", p(&root)],
         &[],
     );
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    for l in &leftovers {
-        assert!(!l.exists(), "{} is left behind", l.display());
-    }
     let partials: Vec<_> = walk(&root)
         .into_iter()
-        .filter(|f| f.extension().is_some_and(|x| x == "partial"))
+        .filter(|f| f.extension().is_some_and(|x| x == "partial") && !leftovers.contains(f))
         .collect();
     assert!(partials.is_empty(), "left behind: {partials:?}");
     let new_key = std::fs::read_to_string(&key_path).expect("new key");
@@ -528,16 +541,9 @@ fn a_rotation_after_an_interrupted_one_leaves_whole_files_only() {
         old_key
     );
     assert_eq!(mode(&retired), 0o600);
-    for dir in [root.join("trust/certs"), net.join("certs")] {
-        let cert = dir.join("clinic-a.2.cert");
-        assert!(cert.exists(), "{} missing", cert.display());
+    for dir in [&root, &net] {
+        assert_eq!(n_certificates(dir), Some(3), "{}", dir.display());
     }
-    let info = run(&["network", "info", p(&net), "--output", "json"], &[]);
-    assert_eq!(info.status.code(), Some(0), "{}", text(&info));
-    assert_eq!(
-        json(&info)["certificates"].as_array().map(Vec::len),
-        Some(3)
-    );
 }
 
 /// Every file under `dir`, recursively.

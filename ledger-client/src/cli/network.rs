@@ -95,33 +95,34 @@ fn write_new(path: &Path, contents: &[u8]) -> Result<(), CliError> {
     write_whole(path, contents, 0o644)
 }
 
-/// Where a file's bytes are written before they take its name. No loader reads it: they
-/// list files by their own extension.
+/// Where this process writes a file's bytes before they take its name: named by the
+/// process, so two runs never write into one another's, and never read by a loader (they
+/// list files by their own extension).
 fn partial_path(path: &Path) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".partial");
+    name.push(format!(".{}.partial", std::process::id()));
     path.with_file_name(name)
 }
 
-/// Writes `contents` (synced) to the `.partial` beside `path`, left ready for a link or a
-/// rename. A `.partial` left by an interrupted run is replaced.
+/// Writes `contents` (synced) to this process's `.partial` beside `path`, ready for a link
+/// or a rename. One left by an interrupted run is never loaded and blocks nothing.
 fn write_partial(path: &Path, contents: &[u8], mode: u32) -> Result<PathBuf, CliError> {
     let partial = partial_path(path);
-    match std::fs::remove_file(&partial) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(unwritable(&partial, e)),
-    }
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(mode)
         .open(&partial)
         .map_err(|e| unwritable(&partial, e))?;
-    f.write_all(contents)
+    let written = f
+        .write_all(contents)
         .and_then(|()| f.sync_all())
-        .map_err(|e| unwritable(&partial, e))?;
-    Ok(partial)
+        .map_err(|e| unwritable(&partial, e));
+    if written.is_err() {
+        // A full disk: leave nothing behind; the write's own error is the one to report.
+        let _ = std::fs::remove_file(&partial);
+    }
+    written.map(|()| partial)
 }
 
 /// Syncs the directory holding `path`, so a new name in it survives a crash.
@@ -139,7 +140,9 @@ fn sync_parent(path: &Path) -> Result<(), CliError> {
 fn write_whole(path: &Path, contents: &[u8], mode: u32) -> Result<(), CliError> {
     let partial = write_partial(path, contents, mode)?;
     let linked = std::fs::hard_link(&partial, path).map_err(|e| unwritable(path, e));
-    std::fs::remove_file(&partial).map_err(|e| unwritable(&partial, e))?;
+    // Whether or not the link was made, the `.partial` has served; one that cannot be
+    // removed is never loaded, so its removal failing must not fail the write.
+    let _ = std::fs::remove_file(&partial);
     linked?;
     sync_parent(path)
 }
