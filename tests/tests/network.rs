@@ -89,24 +89,29 @@ fn start(data: &Path, net: &Path) -> Node {
     Node::start(data, &["--network-dir", p(net), "--site", "clinic-a"]).expect("node starts")
 }
 
-#[test]
-fn init_rotate_revoke_and_verify_by_fingerprint() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let root = tmp.path().join("net");
-    let o = run(
+/// `ledger network init ROOT --sites SITES --network prod-net --output json`.
+fn init_prod_net(root: &Path, sites: &str) -> Output {
+    run(
         &[
             "network",
             "init",
-            p(&root),
+            p(root),
             "--sites",
-            "clinic-a:clinic,depot-1:depot,mfg-1:manufacturer",
+            sites,
             "--network",
             "prod-net",
             "--output",
             "json",
         ],
         &[],
-    );
+    )
+}
+
+#[test]
+fn init_rotate_revoke_and_verify_by_fingerprint() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().join("net");
+    let o = init_prod_net(&root, "clinic-a:clinic,depot-1:depot,mfg-1:manufacturer");
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let created = json(&o);
     let fingerprint = created["anchor_fingerprint"]
@@ -474,18 +479,7 @@ fn bad_input_is_refused_with_exit_code_2() {
 fn a_rotation_killed_while_writing_leaves_whole_files_only() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let root = tmp.path().join("net");
-    let o = run(
-        &[
-            "network",
-            "init",
-            p(&root),
-            "--sites",
-            "clinic-a:clinic,depot-1:depot",
-            "--network",
-            "prod-net",
-        ],
-        &[],
-    );
+    let o = init_prod_net(&root, "clinic-a:clinic,depot-1:depot");
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let net = root.join("nodes/clinic-a/network");
     let key_path = net.join("sites/clinic-a.key");

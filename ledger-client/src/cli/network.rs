@@ -119,7 +119,8 @@ fn write_partial(path: &Path, contents: &[u8], mode: u32) -> Result<PathBuf, Cli
         .and_then(|()| f.sync_all())
         .map_err(|e| unwritable(&partial, e));
     if written.is_err() {
-        // A full disk: leave nothing behind; the write's own error is the one to report.
+        // A failed write (a full disk): leave nothing behind; its own error is the one to
+        // report.
         let _ = std::fs::remove_file(&partial);
     }
     written.map(|()| partial)
