@@ -22,8 +22,8 @@ use ledger_core::{
     NetworkId, Placement, Policy, Projection, Role, Seq, SiteId, Timestamp, UnsignedEvent,
 };
 use proto::convert::AppendDraft;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// Why an append was refused. Mapped to a gRPC status once, in `grpc::status`.
@@ -94,6 +94,85 @@ pub enum Outcome {
     New(Box<Prepared>),
     /// A retry of a request already appended (committed or in flight).
     Duplicate(Receipt),
+}
+
+/// What the store said about a request id, asked before taking the ledger lock: a sled
+/// read can block for milliseconds while the indexer applies a batch, and under the lock
+/// it would stop every other append.
+#[derive(Debug)]
+pub enum Looked {
+    /// Indexed already: a retry, answered with the original receipt.
+    Found(Receipt),
+    /// Not indexed when asked; `epoch` is [`Ledger::indexed_epoch`] read just before
+    /// asking, so the ledger can tell whether a request was indexed (and left `in_flight`)
+    /// since.
+    Absent { epoch: u64 },
+}
+
+impl Looked {
+    /// Asks the store about `(site, request_id)`; read `epoch` first (see [`Looked::Absent`]).
+    ///
+    /// # Errors
+    /// [`StoreError`] reading the index or the log.
+    pub fn ask(
+        store: &Store,
+        epoch: &AtomicU64,
+        site: &SiteId,
+        request_id: &str,
+    ) -> Result<Looked, StoreError> {
+        let epoch = epoch.load(Ordering::Acquire);
+        Ok(match store.request_event(site, request_id)? {
+            Some(e) => Looked::Found(Receipt::retry_of(&e)),
+            None => Looked::Absent { epoch },
+        })
+    }
+}
+
+impl Receipt {
+    /// The answer to a retry of the request that appended `e`.
+    fn retry_of(e: &Event) -> Receipt {
+        Receipt {
+            event_id: e.id(),
+            site: e.author().clone(),
+            seq: e.seq(),
+            recorded_at: e.recorded_at(),
+            duplicate: true,
+        }
+    }
+}
+
+/// Request ids indexed recently, kept so that a lookup made before the ledger lock
+/// ([`Looked::Absent`]) is still conclusive when the indexer ran in between. Bounded: an
+/// append whose lookup is older than what is kept asks the store again under the lock.
+const RECENT_REQUESTS_MAX: usize = 8192;
+
+#[derive(Debug, Default)]
+struct Recent {
+    receipts: HashMap<(SiteId, String), Receipt>,
+    /// In the order indexed, with the epoch that indexed them.
+    order: VecDeque<(u64, (SiteId, String))>,
+    /// Every request indexed at this epoch or later is in `receipts`.
+    complete_from: u64,
+}
+
+impl Recent {
+    fn insert(&mut self, epoch: u64, key: (SiteId, String), receipt: Receipt) {
+        self.receipts.insert(key.clone(), receipt);
+        self.order.push_back((epoch, key));
+        while self.order.len() > RECENT_REQUESTS_MAX {
+            let Some((dropped, _)) = self.order.front() else {
+                break;
+            };
+            // Whole epochs only: `complete_from` must stay true.
+            let dropped = *dropped;
+            while self.order.front().is_some_and(|(e, _)| *e == dropped) {
+                if let Some((_, key)) = self.order.pop_front() {
+                    self.receipts.remove(&key);
+                }
+            }
+            self.complete_from = dropped + 1;
+        }
+    }
 }
 
 struct Feed {
@@ -255,6 +334,9 @@ pub struct Ledger {
     chains: HashMap<Coi, Chain>,
     /// Appends in flight: (site, request id) -> receipt, until committed.
     in_flight: HashMap<(SiteId, String), (Receipt, Arc<AtomicBool>)>,
+    /// Calls of [`Ledger::committed`] so far (also readable without the lock).
+    indexed_epoch: Arc<AtomicU64>,
+    recent: Recent,
     /// Feeds of the sites this node does not sign for, as far as it holds them.
     remote: HashMap<SiteId, FeedState>,
     /// Feed positions decided but not yet indexed: (site, seq) -> (event, chain), so a
@@ -322,6 +404,8 @@ impl Ledger {
             feeds,
             chains: HashMap::new(),
             in_flight: HashMap::new(),
+            indexed_epoch: Arc::new(AtomicU64::new(0)),
+            recent: Recent::default(),
             remote: HashMap::new(),
             feed_in_flight: HashMap::new(),
             forks: BTreeMap::new(),
@@ -336,6 +420,11 @@ impl Ledger {
             last_trim_tick: 1,
             entries_after_trim: 0,
         }
+    }
+
+    /// The count of [`Ledger::committed`] calls, for [`Looked::ask`] without the lock.
+    pub fn indexed_epoch(&self) -> Arc<AtomicU64> {
+        self.indexed_epoch.clone()
     }
 
     /// Sets how many causal-clock entries [`Ledger::trim`] keeps (at least one chain's
@@ -787,6 +876,7 @@ impl Ledger {
     pub fn prepare(
         &mut self,
         draft: AppendDraft,
+        looked: Looked,
         now: Timestamp,
         store: &Store,
     ) -> Result<Outcome, AppendError> {
@@ -802,14 +892,26 @@ impl Ledger {
             }
             return Err(AppendError::InFlight);
         }
-        if let Some(e) = store.request_event(&draft.site, &draft.request_id)? {
-            return Ok(Outcome::Duplicate(Receipt {
-                event_id: e.id(),
-                site: e.author().clone(),
-                seq: e.seq(),
-                recorded_at: e.recorded_at(),
-                duplicate: true,
-            }));
+        // Not in flight now, so if it was ever appended it is indexed: in the store, and in
+        // `recent` if that happened since the caller's lookup.
+        let indexed_since = |epoch: u64| -> Result<Option<Receipt>, AppendError> {
+            if let Some(r) = self.recent.receipts.get(&key) {
+                return Ok(Some(r.clone()));
+            }
+            let now = self.indexed_epoch.load(Ordering::Relaxed);
+            if now == epoch || self.recent.complete_from <= epoch + 1 {
+                return Ok(None);
+            }
+            Ok(store
+                .request_event(&draft.site, &draft.request_id)?
+                .map(|e| Receipt::retry_of(&e)))
+        };
+        let found = match looked {
+            Looked::Found(r) => Some(r),
+            Looked::Absent { epoch } => indexed_since(epoch)?,
+        };
+        if let Some(receipt) = found {
+            return Ok(Outcome::Duplicate(receipt));
         }
         let Some(feed) = self.feeds.get(&draft.site) else {
             return Err(AppendError::NotLocalSite { site: draft.site });
@@ -935,12 +1037,21 @@ impl Ledger {
     /// positions.
     pub fn committed(&mut self, done: &[Done]) {
         self.n_events += done.len() as u64;
+        // Under the lock, so an append that takes it later sees the new epoch.
+        let epoch = self.indexed_epoch.fetch_add(1, Ordering::AcqRel) + 1;
         for d in done {
             if let Some(chain) = self.chains.get_mut(&d.coi) {
                 chain.committed = chain.committed.max(d.position);
             }
             if let Some(rid) = &d.request_id {
-                self.in_flight.remove(&(d.site.clone(), rid.clone()));
+                let key = (d.site.clone(), rid.clone());
+                if let Some((receipt, _)) = self.in_flight.remove(&key) {
+                    let receipt = Receipt {
+                        duplicate: true,
+                        ..receipt
+                    };
+                    self.recent.insert(epoch, key, receipt);
+                }
             }
             self.feed_in_flight.remove(&(d.site.clone(), d.seq.0));
         }
@@ -956,4 +1067,52 @@ pub struct Done {
     pub site: SiteId,
     pub seq: Seq,
     pub request_id: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn receipt(n: u64) -> Receipt {
+        Receipt {
+            event_id: EventId([n as u8; 32]),
+            site: SiteId::parse("clinic-a").expect("site id"),
+            seq: Seq(n),
+            recorded_at: Timestamp(0),
+            duplicate: true,
+        }
+    }
+
+    fn key(n: usize) -> (SiteId, String) {
+        (
+            SiteId::parse("clinic-a").expect("site id"),
+            format!("r-{n}"),
+        )
+    }
+
+    #[test]
+    fn recent_requests_drop_whole_epochs_and_say_from_where_they_are_complete() {
+        let mut recent = Recent::default();
+        // Epoch 1 holds three requests, then one per epoch.
+        for n in 0..3 {
+            recent.insert(1, key(n), receipt(n as u64));
+        }
+        let mut n = 3;
+        while recent.order.len() < RECENT_REQUESTS_MAX {
+            recent.insert(n as u64, key(n), receipt(n as u64));
+            n += 1;
+        }
+        assert_eq!(recent.complete_from, 0);
+        assert!(recent.receipts.contains_key(&key(0)));
+        // One more: the whole of epoch 1 goes, not only its first request.
+        recent.insert(n as u64, key(n), receipt(n as u64));
+        assert_eq!(recent.complete_from, 2);
+        assert_eq!(recent.order.len(), RECENT_REQUESTS_MAX - 2);
+        assert_eq!(recent.receipts.len(), RECENT_REQUESTS_MAX - 2);
+        for gone in 0..3 {
+            assert!(!recent.receipts.contains_key(&key(gone)), "r-{gone} kept");
+        }
+        assert_eq!(recent.receipts.get(&key(3)), Some(&receipt(3)));
+        assert_eq!(recent.receipts.get(&key(n)), Some(&receipt(n as u64)));
+    }
 }

@@ -22,11 +22,11 @@
 //! If the disk fails, the in-memory state is ahead of the log: the node answers every
 //! waiting and later append with an error, stops, and rebuilds from the log on restart.
 
-use crate::ledger::{AppendError, Done, Ingest, Ledger, Outcome, Prepared, Receipt};
+use crate::ledger::{AppendError, Done, Ingest, Ledger, Looked, Outcome, Prepared, Receipt};
 use crate::store::{Record, Store};
 use ledger_core::{Coi, Event, Timestamp};
 use proto::convert::AppendDraft;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -66,6 +66,8 @@ pub struct Pipeline {
     writer: Arc<Writer>,
     indexed_groups: tokio::sync::watch::Receiver<u64>,
     ledger: Arc<Mutex<Ledger>>,
+    /// [`Ledger::indexed_epoch`], read before a request id is looked up outside the lock.
+    indexed_epoch: Arc<AtomicU64>,
     store: Arc<Store>,
     jobs: mpsc::Sender<Job>,
     committed: broadcast::Sender<Arc<Committed>>,
@@ -225,6 +227,7 @@ impl Pipeline {
         group_max: usize,
         shutdown: CancellationToken,
     ) -> (Pipeline, std::thread::JoinHandle<()>) {
+        let indexed_epoch = ledger.indexed_epoch();
         let ledger = Arc::new(Mutex::new(ledger));
         let (tx, rx) = mpsc::channel(queue_depth);
         let (committed, _) = broadcast::channel(WATCH_BROADCAST_CAPACITY);
@@ -277,6 +280,7 @@ impl Pipeline {
                 writer,
                 indexed_groups,
                 ledger,
+                indexed_epoch,
                 store,
                 jobs: tx,
                 committed,
@@ -413,12 +417,21 @@ impl Pipeline {
                 )
             }
         };
+        // Retries are found in the store before the lock (see `Looked`).
+        let looked: Vec<_> = drafts
+            .iter()
+            .map(|d| Looked::ask(&self.store, &self.indexed_epoch, &d.site, &d.request_id))
+            .collect();
         let now = now();
         let mut results = Vec::with_capacity(n);
         let mut prepared = Vec::new();
         let mut ledger = self.ledger();
-        for draft in drafts {
-            match ledger.prepare(draft, now, &self.store) {
+        for (draft, looked) in drafts.into_iter().zip(looked) {
+            let decided = match looked {
+                Ok(looked) => ledger.prepare(draft, looked, now, &self.store),
+                Err(e) => Err(e.into()),
+            };
+            match decided {
                 Ok(Outcome::New(p)) => {
                     // A fresh receipt (duplicate = false) is answered once its group is durable.
                     results.push(Ok(Some(p.receipt.clone())));

@@ -1,7 +1,7 @@
 //! The node's gRPC API as a client sees it, against the real `ledger-node` binary: every
 //! kind of bad input gets its precise status code and a message naming what was wrong, and
-//! nothing is written; a retried request id returns the original receipt; reads answer
-//! NOT_FOUND for unknown chains. Uses the generated client directly, so it checks the wire
+//! nothing is written; a retried request id returns the original receipt (also when it
+//! races the index); reads answer NOT_FOUND for unknown chains. Uses the generated client directly, so it checks the wire
 //! contract rather than our client library.
 
 use proto::v1 as pb;
@@ -397,6 +397,72 @@ async fn bad_input_gets_precise_status_and_writes_nothing() {
 
 /// A client we did not write: `buf curl` finds the service through server reflection and
 /// calls it with a token; the health service answers SERVING.
+/// A retry looks its request id up in the store before the node takes its append lock, and
+/// the index may take the original in between (out of the in-flight set, into the store):
+/// whatever the moment, a retry gets the original receipt and nothing is appended twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_racing_the_index_get_the_original_receipt() {
+    const WRITERS: usize = 8;
+    const APPENDS: usize = 300;
+    // Retry the append just answered, and ones answered a little and a while before.
+    const BACK: [usize; 4] = [0, 1, 3, 20];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = Node::start(dir.path(), &[]).expect("node starts");
+    let clinic = node.token("clinic-a").expect("token");
+    let auditor = node.token("auditor").expect("token");
+    let mut api = Api::connect(&node).await;
+    api.append(Some(&clinic), req("open", "clinic-a", T0, collection()))
+        .await
+        .expect("collection appended");
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let mut api = Api::connect(&node).await;
+        let clinic = clinic.clone();
+        writers.push(tokio::spawn(async move {
+            let note = |k: usize| {
+                req(
+                    &format!("w{w}-{k}"),
+                    "clinic-a",
+                    T0 + 60,
+                    pb::event_body::Kind::Note(pb::Note {
+                        text: format!("{w}/{k}"),
+                    }),
+                )
+            };
+            let mut originals: Vec<pb::AppendReceipt> = Vec::with_capacity(APPENDS);
+            for k in 0..APPENDS {
+                let first = api
+                    .append(Some(&clinic), note(k))
+                    .await
+                    .unwrap_or_else(|s| panic!("w{w}-{k}: {s:?}"));
+                assert!(!first.duplicate, "w{w}-{k} first send: {first:?}");
+                originals.push(first);
+                for back in BACK.into_iter().filter(|&b| b <= k) {
+                    let again = api
+                        .append(Some(&clinic), note(k - back))
+                        .await
+                        .unwrap_or_else(|s| panic!("retry of w{w}-{}: {s:?}", k - back));
+                    let original = &originals[k - back];
+                    assert!(
+                        again.duplicate
+                            && again.event_id == original.event_id
+                            && again.seq == original.seq,
+                        "retry of w{w}-{} got {again:?}, the original was {original:?}",
+                        k - back
+                    );
+                }
+            }
+        }));
+    }
+    for writer in writers {
+        writer.await.expect("writer task");
+    }
+    assert_eq!(
+        api.event_count(&auditor).await,
+        1 + (WRITERS * APPENDS) as u64
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn buf_curl_reaches_the_api_through_reflection() {
     let buf =

@@ -65,7 +65,7 @@ use index::{Applied, Index};
 use ledger_core::event::EVENT_BYTES_MAX;
 use ledger_core::{Coi, Event, EventId, Seq, SiteId, UnitId};
 use log::{Loc, LogWriter, Scanner, Step};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -260,6 +260,11 @@ pub struct Store {
     /// Events written but not yet indexed (appends are answered before the index), so
     /// that a repeat arriving in between is still recognised and never logged twice.
     unindexed: Mutex<HashSet<EventId>>,
+    /// The highest seq of any record in the log, per author (taken only while the log lock
+    /// is held). A record above its author's top cannot be in the log yet, so the repeat
+    /// check in [`Store::write`] reads the index only for records at or below it: a new
+    /// append never waits for a sled read, which blocks while the indexer applies a batch.
+    tops: Mutex<HashMap<SiteId, u64>>,
 }
 
 impl Store {
@@ -351,11 +356,14 @@ impl Store {
         let mut seen = HashSet::with_capacity(records.len());
         // (position in `records`, record): the ticket names records by position.
         let mut new: Vec<(usize, &Record)> = Vec::with_capacity(records.len());
+        let mut tops = self.tops.lock().unwrap_or_else(|p| p.into_inner());
         for (i, r) in records.iter().enumerate() {
             let id = r.event.id();
+            let (author, seq) = (r.event.author(), r.event.seq());
+            let may_be_logged = tops.get(author).is_some_and(|&top| seq.0 <= top);
             if !seen.insert(id)
-                || unindexed.contains(&id)
-                || self.find(r.event.author(), r.event.seq(), &id)?.is_some()
+                || (may_be_logged
+                    && (unindexed.contains(&id) || self.find(author, seq, &id)?.is_some()))
             {
                 tracing::warn!(event = %id, "commit of an event that is already stored; skipped");
                 continue;
@@ -404,6 +412,11 @@ impl Store {
             n_bytes
         );
         log.append(&frames, new.len() as u64)?;
+        for (_, r) in &new {
+            let top = tops.entry(r.event.author().clone()).or_insert(0);
+            *top = (*top).max(r.event.seq().0);
+        }
+        drop(tops);
         self.unindexed
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -685,6 +698,7 @@ fn open_with(
     // same number of records before it); from there on, records are replayed.
     let mut in_step = applied == start;
     let mut pending: Vec<(Record, Loc)> = Vec::new();
+    let mut tops: HashMap<SiteId, u64> = HashMap::new();
     let bad = loop {
         let offset = scanner.offset();
         if offset == applied.offset && n_records == applied.n_records {
@@ -695,6 +709,8 @@ fn open_with(
             Step::Bad(reason) => break Some((offset, reason)),
             Step::Record { record, end } => {
                 visit(&record);
+                let top = tops.entry(record.event.author().clone()).or_insert(0);
+                *top = (*top).max(record.event.seq().0);
                 n_records += 1;
                 if in_step && end > applied.offset {
                     pending.push((*record, loc_between(offset, end)));
@@ -801,6 +817,7 @@ fn open_with(
         index,
         n_events: AtomicU64::new(n_records),
         unindexed: Mutex::new(HashSet::new()),
+        tops: Mutex::new(tops),
     };
     Ok((store, report))
 }
