@@ -143,6 +143,14 @@ fn init_logs(json: bool) {
     }
 }
 
+/// Runtime worker threads: two per core, at least four (see where the runtime is built).
+fn worker_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(2, std::num::NonZeroUsize::get)
+        .saturating_mul(2)
+        .max(4)
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -246,10 +254,15 @@ fn main() -> ExitCode {
             if no_metrics {
                 cfg.metrics_listen = None;
             }
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            // An append's handler blocks its worker thread while it waits for the ledger
+            // lock or a sled read, and a lone appender's worker for one fdatasync: with one
+            // worker per core a blocked worker leaves its core idle under load. Tokio's own
+            // TOKIO_WORKER_THREADS, when set, decides instead.
+            if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+                builder.worker_threads(worker_threads());
+            }
+            let runtime = match builder.enable_all().build() {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("ledger-node: cannot start the runtime: {e}");
