@@ -870,6 +870,7 @@ impl Ledger {
 
     /// Decides an append: a retry, a refusal, or a signed event ready to commit. On
     /// success the state already includes the event (so the next append builds on it).
+    /// `looked` is what [`Looked::ask`] found for the request id before the lock.
     ///
     /// # Errors
     /// [`AppendError`] saying what is wrong; nothing changes then.
