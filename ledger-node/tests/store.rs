@@ -613,6 +613,11 @@ fn duplicates_are_stored_once() {
     let (store, _, seen) = open(&cfg);
     assert_eq!(ids(&seen), ids(&records[..6]));
     check(&store, &records[..6], &u);
+    // After a restart too (the store learns each author's top seq from its scan).
+    let len = std::fs::metadata(log_path(&cfg)).unwrap().len();
+    store.commit(&records[..6]).unwrap();
+    assert_eq!(std::fs::metadata(log_path(&cfg)).unwrap().len(), len);
+    check(&store, &records[..6], &u);
 }
 
 #[test]

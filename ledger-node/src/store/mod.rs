@@ -413,8 +413,7 @@ impl Store {
         );
         log.append(&frames, new.len() as u64)?;
         for (_, r) in &new {
-            let top = tops.entry(r.event.author().clone()).or_insert(0);
-            *top = (*top).max(r.event.seq().0);
+            raise_top(&mut tops, &r.event);
         }
         drop(tops);
         self.unindexed
@@ -709,8 +708,7 @@ fn open_with(
             Step::Bad(reason) => break Some((offset, reason)),
             Step::Record { record, end } => {
                 visit(&record);
-                let top = tops.entry(record.event.author().clone()).or_insert(0);
-                *top = (*top).max(record.event.seq().0);
+                raise_top(&mut tops, &record.event);
                 n_records += 1;
                 if in_step && end > applied.offset {
                     pending.push((*record, loc_between(offset, end)));
@@ -820,6 +818,12 @@ fn open_with(
         tops: Mutex::new(tops),
     };
     Ok((store, report))
+}
+
+/// Counts `e` in its author's highest seq in the log.
+fn raise_top(tops: &mut HashMap<SiteId, u64>, e: &Event) {
+    let top = tops.entry(e.author().clone()).or_insert(0);
+    *top = (*top).max(e.seq().0);
 }
 
 fn loc_between(start: u64, end: u64) -> Loc {
