@@ -7,10 +7,12 @@
 //! small fraction of the log and a read is one sled lookup plus one `pread`.
 //!
 //! ```text
-//! 'f' | site | 0x00 | seq u64 BE           -> Loc (first event stored at that seq)
+//! 'f' | site | 0x00 | run u64 BE           -> slots: Loc of the first event stored at each
+//!                                             seq of the run
 //! 'x' | event id (32)                      -> Loc of a later event at a used feed position
 //!                                             (a fork: kept as evidence)
-//! 'c' | coi (15) | position u64 BE         -> Loc; positions 1, 2, 3, ... in log order
+//! 'c' | coi (15) | run u64 BE              -> slots: Loc of each chain position of the run;
+//!                                             positions 1, 2, 3, ... in log order
 //! 'l' | coi                                -> u64 BE, the last position
 //! 'r' | site | 0x00 | request id           -> Loc (first event stored with it)
 //! 'u' | unit                               -> coi of the event that last created it
@@ -19,6 +21,15 @@
 //! 'p' | site                               -> u64 BE: the outbox mark, the last seq of
 //!                                             the site's feed that NATS acknowledged
 //! ```
+//!
+//! Feed seqs and chain positions are kept in *runs* of [`RUN`] consecutive numbers, one key
+//! per run (seq or position n is slot (n - 1) mod [`RUN`] of run (n - 1) / [`RUN`]). The
+//! value is the run's slots from the first up to the last one used, [`Loc::BYTES`] each; an
+//! all-zero slot is empty (no record has length 0). An upload of a hundred events on one
+//! chain thus costs sled a handful of keys instead of two hundred: sled's cost is per key
+//! inserted (each insert copies the leaf it changes), far more than per byte. Runs are
+//! aligned to the numbers, not to the batches that wrote them, so an index rebuilt from the
+//! log in different batches has exactly the same keys and values.
 //!
 //! The outbox mark is the one key that is not derived from the log. Losing it (a crash
 //! within sled's fsync interval, an index rebuild) only republishes events, which every
@@ -41,8 +52,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Bumped when the layout changes; an index of another format is rebuilt. Format 1 had
-/// one tree per kind of key and a copy of every event; format 2 a key per event id.
-const INDEX_FORMAT: u32 = 3;
+/// one tree per kind of key and a copy of every event; format 2 a key per event id; format
+/// 3 a key per feed seq and per chain position.
+const INDEX_FORMAT: u32 = 4;
+/// Feed seqs and chain positions per key.
+const RUN: u64 = 32;
 const TREE: &str = "index";
 /// Trees of earlier formats, dropped when the index is cleared.
 const LEGACY_TREES: [&str; 7] = [
@@ -109,15 +123,55 @@ fn fork_key(id: &EventId) -> Vec<u8> {
     key(FORK, &[&id.0])
 }
 
-fn feed_key(site: &SiteId, seq: Seq) -> Vec<u8> {
-    key(
-        FEED,
-        &[site.as_str().as_bytes(), &[0], &seq.0.to_be_bytes()],
-    )
+/// The run and slot of seq or position `n` (>= 1; 0 is never used and goes with 1's run).
+fn run_slot(n: u64) -> (u64, usize) {
+    let i = n.saturating_sub(1);
+    // The remainder is below RUN, so it fits.
+    (i / RUN, (i % RUN) as usize)
 }
 
-fn chain_key(coi: &Coi, position: u64) -> Vec<u8> {
-    key(CHAIN, &[coi.as_str().as_bytes(), &position.to_be_bytes()])
+/// The number at `slot` of `run` (the inverse of [`run_slot`]).
+fn run_number(run: u64, slot: usize) -> u64 {
+    // Saturating: a damaged key can name any run.
+    run.saturating_mul(RUN).saturating_add(slot as u64 + 1)
+}
+
+fn feed_key(site: &SiteId, run: u64) -> Vec<u8> {
+    key(FEED, &[site.as_str().as_bytes(), &[0], &run.to_be_bytes()])
+}
+
+fn chain_key(coi: &Coi, run: u64) -> Vec<u8> {
+    key(CHAIN, &[coi.as_str().as_bytes(), &run.to_be_bytes()])
+}
+
+/// The location in `slot` of a run's value, if that slot is used.
+fn slot_loc(key: &[u8], value: &[u8], slot: usize) -> Result<Option<Loc>, StoreError> {
+    if !value.len().is_multiple_of(Loc::BYTES) || value.len() > RUN as usize * Loc::BYTES {
+        return Err(corrupt(
+            key,
+            format!(
+                "value is {} bytes, expected at most {RUN} slots of {} bytes",
+                value.len(),
+                Loc::BYTES
+            ),
+        ));
+    }
+    let Some(bytes) = value.get(slot * Loc::BYTES..(slot + 1) * Loc::BYTES) else {
+        return Ok(None);
+    };
+    if bytes.iter().all(|b| *b == 0) {
+        return Ok(None);
+    }
+    loc(key, bytes).map(Some)
+}
+
+/// Puts `at` into `slot` of a run's value, growing it with empty slots as needed.
+fn set_slot(value: &mut Vec<u8>, slot: usize, at: Loc) {
+    let end = (slot + 1) * Loc::BYTES;
+    if value.len() < end {
+        value.resize(end, 0);
+    }
+    value[slot * Loc::BYTES..end].copy_from_slice(&at.to_bytes());
 }
 
 fn chain_len_key(coi: &Coi) -> Vec<u8> {
@@ -277,31 +331,33 @@ impl Index {
     ) -> Result<u64, StoreError> {
         let mut batch = Batch::default();
         let mut lens: HashMap<&Coi, u64> = HashMap::new();
-        // Feed positions and forks taken by this batch: position -> first id there.
-        let mut feed_ids: HashMap<Vec<u8>, EventId> = HashMap::new();
+        // The runs this batch reads or changes, as they will be written; changed ones true.
+        let mut runs: HashMap<Vec<u8>, (Vec<u8>, bool)> = HashMap::new();
+        // Feed positions taken by this batch: position -> first id there.
+        let mut feed_ids: HashMap<(&SiteId, Seq), EventId> = HashMap::new();
         let mut fork_ids: HashSet<EventId> = HashSet::new();
         let mut request_keys: HashSet<Vec<u8>> = HashSet::new();
         let mut n_indexed = 0u64;
         for (record, at) in records {
             let e = &record.event;
             let id = e.id();
-            let at = at.to_bytes();
-            let fk = feed_key(e.author(), e.seq());
+            let (run, slot) = run_slot(e.seq().0);
+            let fk = feed_key(e.author(), run);
             // The first event stored at a feed position keeps it; a second one is a fork,
             // stored (as evidence) and reachable by its id and chain, not by position.
-            let first_there = match feed_ids.get(&fk) {
+            let first_there = match feed_ids.get(&(e.author(), e.seq())) {
                 Some(first) => Some(*first),
-                None => self
-                    .get(&fk)?
-                    .map(|v| loc(&fk, &v))
-                    .transpose()?
-                    .map(id_at)
-                    .transpose()?,
+                None => {
+                    let (value, _) = self.run_mut(&mut runs, &fk)?;
+                    slot_loc(&fk, value, slot)?.map(id_at).transpose()?
+                }
             };
             match first_there {
                 None => {
-                    batch.insert(fk.as_slice(), &at);
-                    feed_ids.insert(fk, id);
+                    let (value, changed) = self.run_mut(&mut runs, &fk)?;
+                    set_slot(value, slot, *at);
+                    *changed = true;
+                    feed_ids.insert((e.author(), e.seq()), id);
                 }
                 Some(first) if first == id => {
                     tracing::warn!(event = %id, "event already indexed; not indexing it again");
@@ -313,7 +369,7 @@ impl Index {
                         tracing::warn!(event = %id, "event already indexed; not indexing it again");
                         continue;
                     }
-                    batch.insert(xk, &at);
+                    batch.insert(xk, &at.to_bytes());
                     fork_ids.insert(id);
                 }
             }
@@ -323,11 +379,14 @@ impl Index {
             };
             let position = len + 1;
             lens.insert(e.coi(), position);
-            batch.insert(chain_key(e.coi(), position), &at);
+            let (run, slot) = run_slot(position);
+            let (value, changed) = self.run_mut(&mut runs, &chain_key(e.coi(), run))?;
+            set_slot(value, slot, *at);
+            *changed = true;
             if let Some(rid) = &record.request_id {
                 let rk = request_key(e.author(), rid);
                 if !request_keys.contains(&rk) && !self.contains(&rk)? {
-                    batch.insert(rk.as_slice(), &at);
+                    batch.insert(rk.as_slice(), &at.to_bytes());
                     request_keys.insert(rk);
                 }
             }
@@ -335,6 +394,11 @@ impl Index {
                 batch.insert(unit_key(unit), e.coi().as_str().as_bytes());
             }
             n_indexed += 1;
+        }
+        for (k, (value, changed)) in runs {
+            if changed {
+                batch.insert(k, value);
+            }
         }
         for (coi, len) in lens {
             batch.insert(chain_len_key(coi), &len.to_be_bytes());
@@ -350,6 +414,20 @@ impl Index {
         Ok(n_indexed)
     }
 
+    /// A run's value as this batch has it: loaded from sled the first time it is asked for.
+    fn run_mut<'a>(
+        &self,
+        runs: &'a mut HashMap<Vec<u8>, (Vec<u8>, bool)>,
+        key: &[u8],
+    ) -> Result<&'a mut (Vec<u8>, bool), StoreError> {
+        if !runs.contains_key(key) {
+            let stored = self.get(key)?.map(|v| v.to_vec()).unwrap_or_default();
+            runs.insert(key.to_vec(), (stored, false));
+        }
+        runs.get_mut(key)
+            .ok_or_else(|| corrupt(key, "run vanished from the batch being built"))
+    }
+
     /// Where a forked event (not the first at its feed position) sits.
     pub(super) fn fork(&self, id: &EventId) -> Result<Option<Loc>, StoreError> {
         let k = fork_key(id);
@@ -357,8 +435,15 @@ impl Index {
     }
 
     pub(super) fn feed_event(&self, site: &SiteId, seq: Seq) -> Result<Option<Loc>, StoreError> {
-        let k = feed_key(site, seq);
-        self.get(&k)?.map(|v| loc(&k, &v)).transpose()
+        if seq.0 == 0 {
+            return Ok(None);
+        }
+        let (run, slot) = run_slot(seq.0);
+        let k = feed_key(site, run);
+        match self.get(&k)? {
+            None => Ok(None),
+            Some(v) => slot_loc(&k, &v, slot),
+        }
     }
 
     /// Chain positions after `after`, at most `limit`, with where each event sits.
@@ -371,22 +456,41 @@ impl Index {
         let Some(first) = after.checked_add(1) else {
             return Ok(Vec::new());
         };
+        let (first_run, _) = run_slot(first);
         let mut out: Vec<(u64, Loc)> = Vec::new();
+        let mut expected = first;
         for item in self
             .tree
-            .range(chain_key(coi, first)..=chain_key(coi, u64::MAX))
-            .take(limit)
+            .range(chain_key(coi, first_run)..=chain_key(coi, u64::MAX))
         {
-            let (key, value) = item.map_err(|e| self.sled_error(e))?;
-            let position = u64_be(&key, &key[key.len().saturating_sub(8)..])?;
-            let expected = out.last().map_or(first, |(p, _)| p + 1);
-            if position != expected {
-                return Err(corrupt(
-                    &key,
-                    format!("chain position {position} where {expected} should be"),
-                ));
+            if out.len() >= limit {
+                break;
             }
-            out.push((position, loc(&key, &value)?));
+            let (key, value) = item.map_err(|e| self.sled_error(e))?;
+            let run = u64_be(&key, &key[key.len().saturating_sub(8)..])?;
+            for slot in 0..value.len() / Loc::BYTES {
+                let position = run_number(run, slot);
+                if position < first {
+                    continue;
+                }
+                if out.len() >= limit {
+                    break;
+                }
+                if position != expected {
+                    return Err(corrupt(
+                        &key,
+                        format!("chain position {position} where {expected} should be"),
+                    ));
+                }
+                let Some(at) = slot_loc(&key, &value, slot)? else {
+                    return Err(corrupt(
+                        &key,
+                        format!("chain position {position} is missing"),
+                    ));
+                };
+                out.push((position, at));
+                expected += 1;
+            }
         }
         Ok(out)
     }
@@ -458,14 +562,20 @@ impl Index {
         let be = |b: &[u8]| <[u8; 8]>::try_from(b).map(u64::from_be_bytes).ok();
         match key.first() {
             Some(&FEED) if rest.len() > 9 => {
-                let (site, seq) = rest.split_at(rest.len() - 9);
-                format!("feed {} seq {}", text(site), be(&seq[1..]).unwrap_or(0))
+                let (site, run) = rest.split_at(rest.len() - 9);
+                let first = run_number(be(&run[1..]).unwrap_or(0), 0);
+                format!(
+                    "feed {} seqs {first} to {}",
+                    text(site),
+                    first.saturating_add(RUN - 1)
+                )
             }
             Some(&CHAIN) if rest.len() == 15 + 8 => {
+                let first = run_number(be(&rest[15..]).unwrap_or(0), 0);
                 format!(
-                    "chain {} position {}",
+                    "chain {} positions {first} to {}",
                     text(&rest[..15]),
-                    be(&rest[15..]).unwrap_or(0)
+                    first.saturating_add(RUN - 1)
                 )
             }
             Some(&CHAIN_LEN) => format!("length of chain {}", text(rest)),
@@ -475,5 +585,82 @@ impl Index {
             _ if key == APPLIED_KEY => "the applied log offset".to_owned(),
             _ => format!("0x{}", hex(key)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(offset: u64) -> Loc {
+        Loc { offset, len: 300 }
+    }
+
+    #[test]
+    fn runs_hold_consecutive_numbers_from_one() {
+        assert_eq!(run_slot(1), (0, 0));
+        assert_eq!(run_slot(RUN), (0, RUN as usize - 1));
+        assert_eq!(run_slot(RUN + 1), (1, 0));
+        for n in [1, 2, RUN - 1, RUN, RUN + 1, 5 * RUN, 5 * RUN + 7, u64::MAX] {
+            let (run, slot) = run_slot(n);
+            assert_eq!(run_number(run, slot), n, "n = {n}");
+        }
+        assert_eq!(run_number(u64::MAX, 3), u64::MAX);
+    }
+
+    #[test]
+    fn slots_grow_with_empty_ones_and_bad_values_are_refused() {
+        let mut value = Vec::new();
+        set_slot(&mut value, 2, at(7));
+        assert_eq!(value.len(), 3 * Loc::BYTES);
+        assert_eq!(slot_loc(b"k", &value, 0).unwrap(), None);
+        assert_eq!(slot_loc(b"k", &value, 2).unwrap(), Some(at(7)));
+        assert_eq!(slot_loc(b"k", &value, 3).unwrap(), None);
+        set_slot(&mut value, 0, at(1));
+        assert_eq!(slot_loc(b"k", &value, 0).unwrap(), Some(at(1)));
+        assert_eq!(value.len(), 3 * Loc::BYTES);
+
+        let err = slot_loc(b"k", &value[..13], 0).unwrap_err().to_string();
+        assert!(err.contains("value is 13 bytes"), "{err}");
+        let too_long = vec![1u8; (RUN as usize + 1) * Loc::BYTES];
+        let err = slot_loc(b"k", &too_long, 0).unwrap_err().to_string();
+        assert!(err.contains("expected at most 32 slots"), "{err}");
+    }
+
+    #[test]
+    fn a_chain_with_a_hole_is_reported_not_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(dir.path(), 1 << 20).unwrap();
+        let coi = Coi::parse("CHA999926AAA001").unwrap();
+        let mut first = Vec::new();
+        for slot in 0..RUN as usize {
+            set_slot(&mut first, slot, at(100 + slot as u64));
+        }
+        // Run 1 has positions 33 and 35; 34 is missing.
+        let mut second = Vec::new();
+        set_slot(&mut second, 0, at(500));
+        set_slot(&mut second, 2, at(502));
+        index.tree.insert(chain_key(&coi, 0), first).unwrap();
+        index.tree.insert(chain_key(&coi, 1), second).unwrap();
+
+        let page = index.chain(&coi, 30, 3).unwrap();
+        assert_eq!(page, vec![(31, at(130)), (32, at(131)), (33, at(500))]);
+        let err = index.chain(&coi, 30, 10).unwrap_err().to_string();
+        assert!(err.contains("chain position 34 is missing"), "{err}");
+
+        // A whole run missing: positions 33 to 64 are not there, 65 is.
+        index.tree.remove(chain_key(&coi, 1)).unwrap();
+        let mut third = Vec::new();
+        set_slot(&mut third, 0, at(900));
+        index.tree.insert(chain_key(&coi, 2), third).unwrap();
+        let err = index.chain(&coi, 0, 100).unwrap_err().to_string();
+        assert!(
+            err.contains("chain position 65 where 33 should be"),
+            "{err}"
+        );
+        assert_eq!(
+            Index::describe(&chain_key(&coi, 1)),
+            "chain CHA999926AAA001 positions 33 to 64"
+        );
     }
 }
