@@ -30,9 +30,11 @@ use tokio_util::sync::CancellationToken;
 pub fn load_network(cfg: &Config) -> anyhow::Result<network::Network> {
     let dir = cfg.network_dir();
     if cfg.network_dir.is_none() {
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let id = NetworkId::parse(&cfg.dev_network_id)?;
         if let Some(created) = network::create_dev(&dir, &id, pipeline::now())? {
+            for path in &created.removed {
+                tracing::info!(path = %path.display(), "removed what an interrupted first start left");
+            }
             tracing::warn!(
                 dir = %created.dir.display(),
                 anchor_fingerprint = %created.anchor_fingerprint,

@@ -149,22 +149,33 @@ fn random32(path: &Path) -> Result<[u8; 32], NetworkError> {
     Ok(b)
 }
 
-/// Writes a file only the owner can read.
-fn write_secret(path: &Path, contents: &str) -> Result<(), NetworkError> {
+/// Writes a file whole and syncs it; `secret` files only the owner can read.
+fn write_synced(path: &Path, contents: &[u8], secret: bool) -> Result<(), NetworkError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o600)
+        .mode(if secret { 0o600 } else { 0o644 })
         .open(path)
         .map_err(|e| io(path, e))?;
-    f.write_all(contents.as_bytes()).map_err(|e| io(path, e))?;
+    f.write_all(contents).map_err(|e| io(path, e))?;
     f.sync_all().map_err(|e| io(path, e))
 }
 
+fn write_secret(path: &Path, contents: &str) -> Result<(), NetworkError> {
+    write_synced(path, contents.as_bytes(), true)
+}
+
 fn write_public(path: &Path, contents: &[u8]) -> Result<(), NetworkError> {
-    std::fs::write(path, contents).map_err(|e| io(path, e))
+    write_synced(path, contents, false)
+}
+
+/// Makes the entries of a directory (files created or renamed in it) durable.
+fn sync_dir(dir: &Path) -> Result<(), NetworkError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io(dir, e))
 }
 
 /// What a development network creation produced (paths to log).
@@ -173,12 +184,23 @@ pub struct Created {
     pub dir: PathBuf,
     pub anchor_fingerprint: String,
     pub token_dir: PathBuf,
+    /// Scratch directories of earlier starts that stopped while creating, now removed.
+    pub removed: Vec<PathBuf>,
 }
+
+/// The scratch directory a development network is built in, beside its final place. No
+/// loader reads it: the network appears under its name whole, in one rename, or not at all.
+const PARTIAL_PREFIX: &str = ".network.partial-";
 
 /// Creates a development network in `dir` unless one is there. Keys are random.
 ///
+/// The files are written and synced in a scratch directory beside `dir`, which is then
+/// renamed to `dir` (an empty `dir` is replaced): a start that stops half-way leaves only
+/// scratch, removed by the next start, never a network missing a key or a token.
+///
 /// # Errors
-/// [`NetworkError`] when a file cannot be written.
+/// [`NetworkError`] when a file cannot be written, or `dir` holds files but no
+/// `anchor.pub` (not a network this function made).
 pub fn create_dev(
     dir: &Path,
     id: &NetworkId,
@@ -187,8 +209,69 @@ pub fn create_dev(
     if dir.join("anchor.pub").exists() {
         return Ok(None);
     }
-    for sub in ["certs", "sites", "tokens", "revocations"] {
-        std::fs::create_dir_all(dir.join(sub)).map_err(|e| io(&dir.join(sub), e))?;
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent).map_err(|e| io(&parent, e))?;
+    let removed = remove_scratch(&parent)?;
+    let scratch = tempfile::Builder::new()
+        .prefix(PARTIAL_PREFIX)
+        .tempdir_in(&parent)
+        .map_err(|e| io(&parent, e))?;
+    let anchor = write_dev(scratch.path(), id, now)?;
+    match std::fs::rename(scratch.path(), dir) {
+        Ok(()) => {}
+        Err(e) if dir.join("anchor.pub").exists() => {
+            // Another process made it meanwhile; theirs stands (our scratch is dropped).
+            tracing::debug!(dir = %dir.display(), error = %e, "network created by another process");
+            return Ok(None);
+        }
+        Err(e) => {
+            return Err(io(
+                dir,
+                format!(
+                    "cannot put a new development network here ({e}); a directory that holds \
+                     files but no anchor.pub is not a complete network: move it away, or point \
+                     `network_dir` at a real network"
+                ),
+            ))
+        }
+    }
+    // Renamed away: nothing left for the guard to remove.
+    let _ = scratch.keep();
+    sync_dir(&parent)?;
+    Ok(Some(Created {
+        dir: dir.to_owned(),
+        anchor_fingerprint: anchor.public().fingerprint(),
+        token_dir: dir.join("tokens"),
+        removed,
+    }))
+}
+
+/// Removes scratch directories that earlier starts left when they stopped while creating.
+fn remove_scratch(parent: &Path) -> Result<Vec<PathBuf>, NetworkError> {
+    let mut removed = Vec::new();
+    for entry in std::fs::read_dir(parent).map_err(|e| io(parent, e))? {
+        let entry = entry.map_err(|e| io(parent, e))?;
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(PARTIAL_PREFIX)
+        {
+            let path = entry.path();
+            std::fs::remove_dir_all(&path).map_err(|e| io(&path, e))?;
+            removed.push(path);
+        }
+    }
+    Ok(removed)
+}
+
+/// Writes every file of a development network into `dir` and syncs it; returns the anchor.
+fn write_dev(dir: &Path, id: &NetworkId, now: Timestamp) -> Result<SecretKey, NetworkError> {
+    const SUBDIRS: [&str; 4] = ["certs", "sites", "tokens", "revocations"];
+    for sub in SUBDIRS {
+        std::fs::create_dir(dir.join(sub)).map_err(|e| io(&dir.join(sub), e))?;
     }
     let anchor = SecretKey::from_seed(&random32(dir)?);
     write_secret(
@@ -227,16 +310,15 @@ pub fn create_dev(
         )?;
     }
     write_public(&dir.join("network.id"), format!("{id}\n").as_bytes())?;
-    // Written last: its presence marks a complete network directory.
     write_public(
         &dir.join("anchor.pub"),
         format!("{}\n", anchor.public().to_hex()).as_bytes(),
     )?;
-    Ok(Some(Created {
-        dir: dir.to_owned(),
-        anchor_fingerprint: anchor.public().fingerprint(),
-        token_dir: dir.join("tokens"),
-    }))
+    for sub in SUBDIRS {
+        sync_dir(&dir.join(sub))?;
+    }
+    sync_dir(dir)?;
+    Ok(anchor)
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, NetworkError> {
@@ -400,5 +482,63 @@ mod tests {
         assert_eq!(only.local_sites.len(), 1);
         let err = load(dir.path(), &[SiteId::parse("nowhere").unwrap()]).unwrap_err();
         assert!(err.to_string().contains("no key for site nowhere"), "{err}");
+    }
+
+    fn names_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_creation_that_stopped_half_way_leaves_scratch_that_the_next_start_removes() {
+        let data = tempfile::tempdir().unwrap();
+        let dir = data.path().join("network");
+        let id = NetworkId::parse("dev-net").unwrap();
+        // What a start killed while writing leaves: scratch holding some of the files.
+        let scratch = data.path().join(format!("{PARTIAL_PREFIX}a1b2c3"));
+        std::fs::create_dir_all(scratch.join("sites")).unwrap();
+        std::fs::write(scratch.join("anchor.key"), "00\n").unwrap();
+        let created = create_dev(&dir, &id, Timestamp(1_800_000_000_000))
+            .unwrap()
+            .expect("a network is created");
+        assert_eq!(created.removed, vec![scratch.clone()]);
+        assert_eq!(names_in(data.path()), vec!["network".to_owned()]);
+        let net = load(&dir, &[]).unwrap();
+        assert_eq!(net.local_sites.len(), DEV_SITES.len());
+        assert_eq!(
+            names_in(&dir.join("tokens")).len(),
+            DEV_SITES.len() + READER_TOKENS.len()
+        );
+    }
+
+    #[test]
+    fn a_directory_with_files_but_no_anchor_is_refused_and_left_as_it_was() {
+        let data = tempfile::tempdir().unwrap();
+        let dir = data.path().join("network");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("anchor.key"), "00\n").unwrap();
+        let id = NetworkId::parse("dev-net").unwrap();
+        let err = create_dev(&dir, &id, Timestamp(1_800_000_000_000))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(&format!(
+                "{}: cannot put a new development network here",
+                dir.display()
+            )),
+            "{err}"
+        );
+        assert!(err.contains("holds files but no anchor.pub"), "{err}");
+        assert_eq!(names_in(&dir), vec!["anchor.key".to_owned()]);
+        assert_eq!(
+            std::fs::read_to_string(dir.join("anchor.key")).unwrap(),
+            "00\n"
+        );
+        // The scratch it built is gone too.
+        assert_eq!(names_in(data.path()), vec!["network".to_owned()]);
     }
 }
