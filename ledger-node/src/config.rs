@@ -246,6 +246,13 @@ impl Config {
                 "TLS needs both tls_cert_file and tls_key_file",
             );
         }
+        if self.metrics_listen.is_some_and(|a| a.port() == 0) {
+            return invalid(
+                "metrics_listen",
+                "port 0 would serve metrics on a port no scraper can learn: give a port, or \
+                 turn metrics off (--no-metrics)",
+            );
+        }
         if Some(self.listen) == self.metrics_listen {
             return invalid("metrics_listen", "must differ from listen");
         }
@@ -367,6 +374,29 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("does not exist"), "{e}");
+    }
+
+    #[test]
+    fn metrics_listen_needs_its_own_known_port() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("node.toml");
+        let load = |text: &str| {
+            std::fs::write(&f, text).unwrap();
+            Config::load(Some(&f), NoOverrides {}).map(|c| c.metrics_listen)
+        };
+        let e = load("listen = \"127.0.0.1:7000\"\nmetrics_listen = \"127.0.0.1:7000\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("metrics_listen: must differ from listen"), "{e}");
+        let e = load("listen = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("metrics_listen: port 0 would serve metrics"),
+            "{e}"
+        );
+        let ok = load("listen = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:9464\"\n").unwrap();
+        assert_eq!(ok.map(|a| a.port()), Some(9464));
     }
 
     #[test]
