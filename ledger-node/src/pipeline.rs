@@ -692,7 +692,7 @@ impl Backlog {
 /// A group smaller than this waits up to [`GATHER_WAIT`] for more appends, when the
 /// previous group showed concurrent appenders.
 const GATHER_EVENTS: usize = 16;
-const GATHER_WAIT: std::time::Duration = std::time::Duration::from_micros(100);
+const GATHER_WAIT: std::time::Duration = std::time::Duration::from_micros(200);
 
 impl Committer {
     /// Takes the jobs already queued, up to the group limit.
