@@ -819,6 +819,31 @@ fn new_units(f: &mut Fields, field: &str) -> Result<Vec<NewUnit>, DecodeError> {
         .collect()
 }
 
+/// What an append request asks the node to record, apart from what the node adds (feed
+/// position, links, time of recording). A retry under the same request id must ask for the
+/// same thing; a request id used again for something else is refused, never answered with
+/// the first event's receipt (that would silently drop the second scan).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct RequestDigest(pub [u8; 32]);
+
+impl RequestDigest {
+    pub fn of(coi: &Coi, occurred_at: Timestamp, signer: &Signer, body: &Body) -> RequestDigest {
+        use cbor::{int, text, uint};
+        let value = Value::Array(vec![
+            text("ledger.v1.request"),
+            text(coi.as_str()),
+            int(occurred_at.0),
+            Value::Array(vec![
+                text(signer.operator.as_str()),
+                text(&signer.printed_name),
+                uint(signer.meaning.code()),
+            ]),
+            body.encode(),
+        ]);
+        RequestDigest(crypto::sha256(&cbor::encode(&value)))
+    }
+}
+
 /// An event before signing: everything in the signed bytes except the signature.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct UnsignedEvent {
@@ -1075,8 +1100,80 @@ impl Event {
         &self.unsigned.body
     }
 
+    /// The digest of the request this event records (see [`RequestDigest`]).
+    pub fn request_digest(&self) -> RequestDigest {
+        RequestDigest::of(self.coi(), self.occurred_at(), self.signer(), self.body())
+    }
+
     /// Strict Ed25519 check of the signature against `key`.
     pub fn signature_valid(&self, key: &ed25519_dalek::VerifyingKey) -> bool {
         crypto::verify_with(key, TAG_EVENT, self.unsigned_bytes(), &self.signature)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unsigned(seq: u64, recorded_at: i64) -> UnsignedEvent {
+        let key = SecretKey::from_seed(&[7; 32]);
+        UnsignedEvent {
+            network: NetworkId::parse("net-test").expect("network id"),
+            author: SiteId::parse("depot-1").expect("site id"),
+            seq: Seq(seq),
+            prev: None,
+            key: key.public(),
+            coi: Coi::parse("CHA999926ABC123").expect("coi"),
+            parents: Vec::new(),
+            occurred_at: Timestamp(1_700_000_000_000),
+            recorded_at: Timestamp(recorded_at),
+            signer: Signer {
+                operator: OperatorId::parse("op-1").expect("operator"),
+                printed_name: "Op One".to_owned(),
+                meaning: Meaning::Performed,
+            },
+            body: Body::Note {
+                text: "one".to_owned(),
+            },
+        }
+    }
+
+    #[test]
+    fn a_request_digest_covers_what_the_client_sent_and_nothing_the_node_adds() {
+        let key = SecretKey::from_seed(&[7; 32]);
+        let base = unsigned(1, 1_700_000_000_000);
+        let digest = base.clone().sign(&key).request_digest();
+        assert_eq!(
+            digest,
+            RequestDigest::of(&base.coi, base.occurred_at, &base.signer, &base.body)
+        );
+        // What the node adds may differ between the first event and a retry's view of it.
+        let mut placed = unsigned(9, 1_800_000_000_000);
+        placed.prev = Some(EventId([3; 32]));
+        placed.parents = vec![EventId([4; 32])];
+        assert_eq!(placed.sign(&key).request_digest(), digest);
+        // What the client sent may not.
+        let mut other = base.clone();
+        other.coi = Coi::parse("CHA999926ABC124").expect("coi");
+        let mut later = base.clone();
+        later.occurred_at = Timestamp(1_700_000_000_001);
+        let mut signer = base.clone();
+        signer.signer.meaning = Meaning::Verified;
+        let mut body = base.clone();
+        body.body = Body::Note {
+            text: "two".to_owned(),
+        };
+        for changed in [other, later, signer, body] {
+            assert_ne!(
+                RequestDigest::of(
+                    &changed.coi,
+                    changed.occurred_at,
+                    &changed.signer,
+                    &changed.body
+                ),
+                digest,
+                "{changed:?}"
+            );
+        }
     }
 }

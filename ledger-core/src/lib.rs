@@ -25,7 +25,8 @@ pub use bundle::{
 pub use causal::ClockIndex;
 pub use crypto::{Fingerprint, PublicKey, SecretKey, Signature};
 pub use event::{
-    Approval, Body, Event, Meaning, NewUnit, Reading, Signer, UnknownBody, UnsignedEvent, Witness,
+    Approval, Body, Event, Meaning, NewUnit, Reading, RequestDigest, Signer, UnknownBody,
+    UnsignedEvent, Witness,
 };
 pub use finding::{Code, Finding, Severity};
 pub use ids::{Coi, Din, EventId, IdError, NetworkId, OperatorId, Seq, ShipperId, SiteId, UnitId};

@@ -19,7 +19,8 @@ use crate::network::LocalSite;
 use crate::store::{Record, Store, StoreError};
 use ledger_core::{
     Body, CausalOrder, Checkpoint, ClockIndex, Code, Coi, Event, EventId, FeedState, Finding,
-    NetworkId, Placement, Policy, Projection, Role, Seq, SiteId, Timestamp, UnsignedEvent,
+    NetworkId, Placement, Policy, Projection, RequestDigest, Role, Seq, SiteId, Timestamp,
+    UnsignedEvent,
 };
 use proto::convert::AppendDraft;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -44,6 +45,13 @@ pub enum AppendError {
     },
     #[error("the same request id is still being written; retry in a moment")]
     InFlight,
+    #[error("request id {request_id} was already used for another event (site {site}, seq {seq}, event {event_id}): a retry must send exactly the same event, and a new event needs a new request id")]
+    RequestIdReused {
+        request_id: String,
+        site: SiteId,
+        seq: Seq,
+        event_id: EventId,
+    },
     #[error("site {site} does not sign yet: this node holds its feed up to seq {held} and is still learning the feed's latest seq from the network (a new or restored store must not sign a seq the network already has); it signs again once NATS answers")]
     FeedNotLearned { site: SiteId, held: u64 },
     #[error("this node cannot sign for site {site} now: {reason}")]
@@ -101,8 +109,9 @@ pub enum Outcome {
 /// it would stop every other append.
 #[derive(Debug)]
 pub enum Looked {
-    /// Indexed already: a retry, answered with the original receipt.
-    Found(Receipt),
+    /// Indexed already: a retry (answered with the original receipt) if it asks for the
+    /// same as the original request.
+    Found(Receipt, RequestDigest),
     /// Not indexed when asked; `epoch` is [`Ledger::indexed_epoch`] read just before
     /// asking, so the ledger can tell whether a request was indexed (and left `in_flight`)
     /// since.
@@ -122,7 +131,7 @@ impl Looked {
     ) -> Result<Looked, StoreError> {
         let epoch = epoch.load(Ordering::Acquire);
         Ok(match store.request_event(site, request_id)? {
-            Some(e) => Looked::Found(Receipt::retry_of(&e)),
+            Some(e) => Looked::Found(Receipt::retry_of(&e), e.request_digest()),
             None => Looked::Absent { epoch },
         })
     }
@@ -148,7 +157,7 @@ const RECENT_REQUESTS_MAX: usize = 8192;
 
 #[derive(Debug, Default)]
 struct Recent {
-    receipts: HashMap<(SiteId, String), Receipt>,
+    receipts: HashMap<(SiteId, String), (Receipt, RequestDigest)>,
     /// In the order indexed, with the epoch that indexed them.
     order: VecDeque<(u64, (SiteId, String))>,
     /// Every request indexed at this epoch or later is in `receipts`.
@@ -156,8 +165,8 @@ struct Recent {
 }
 
 impl Recent {
-    fn insert(&mut self, epoch: u64, key: (SiteId, String), receipt: Receipt) {
-        self.receipts.insert(key.clone(), receipt);
+    fn insert(&mut self, epoch: u64, key: (SiteId, String), known: (Receipt, RequestDigest)) {
+        self.receipts.insert(key.clone(), known);
         self.order.push_back((epoch, key));
         while self.order.len() > RECENT_REQUESTS_MAX {
             let Some((dropped, _)) = self.order.front() else {
@@ -333,7 +342,7 @@ pub struct Ledger {
     feeds: BTreeMap<SiteId, Feed>,
     chains: HashMap<Coi, Chain>,
     /// Appends in flight: (site, request id) -> receipt, until committed.
-    in_flight: HashMap<(SiteId, String), (Receipt, Arc<AtomicBool>)>,
+    in_flight: HashMap<(SiteId, String), (Receipt, RequestDigest, Arc<AtomicBool>)>,
     /// Calls of [`Ledger::committed`] so far (also readable without the lock).
     indexed_epoch: Arc<AtomicU64>,
     recent: Recent,
@@ -882,7 +891,19 @@ impl Ledger {
         store: &Store,
     ) -> Result<Outcome, AppendError> {
         let key = (draft.site.clone(), draft.request_id.clone());
-        if let Some((receipt, durable)) = self.in_flight.get(&key) {
+        let digest = RequestDigest::of(&draft.coi, draft.occurred_at, &draft.signer, &draft.body);
+        // A request id used again for another event: answering with the first receipt would
+        // drop this scan without a word.
+        let reused = |original: &Receipt| AppendError::RequestIdReused {
+            request_id: draft.request_id.clone(),
+            site: original.site.clone(),
+            seq: original.seq,
+            event_id: original.event_id,
+        };
+        if let Some((receipt, was, durable)) = self.in_flight.get(&key) {
+            if *was != digest {
+                return Err(reused(receipt));
+            }
             // Durable but not yet indexed: the original receipt is a true answer. Before the
             // sync it is not (an answer must never precede durability).
             if durable.load(Ordering::Acquire) {
@@ -895,7 +916,7 @@ impl Ledger {
         }
         // Not in flight now, so if it was ever appended it is indexed: in the store, and in
         // `recent` if that happened since the caller's lookup.
-        let indexed_since = |epoch: u64| -> Result<Option<Receipt>, AppendError> {
+        let indexed_since = |epoch: u64| -> Result<Option<(Receipt, RequestDigest)>, AppendError> {
             if let Some(r) = self.recent.receipts.get(&key) {
                 return Ok(Some(r.clone()));
             }
@@ -905,13 +926,16 @@ impl Ledger {
             }
             Ok(store
                 .request_event(&draft.site, &draft.request_id)?
-                .map(|e| Receipt::retry_of(&e)))
+                .map(|e| (Receipt::retry_of(&e), e.request_digest())))
         };
         let found = match looked {
-            Looked::Found(r) => Some(r),
+            Looked::Found(r, was) => Some((r, was)),
             Looked::Absent { epoch } => indexed_since(epoch)?,
         };
-        if let Some(receipt) = found {
+        if let Some((receipt, was)) = found {
+            if was != digest {
+                return Err(reused(&receipt));
+            }
             return Ok(Outcome::Duplicate(receipt));
         }
         let Some(feed) = self.feeds.get(&draft.site) else {
@@ -1017,7 +1041,7 @@ impl Ledger {
         };
         let durable = Arc::new(AtomicBool::new(false));
         self.in_flight
-            .insert(key, (receipt.clone(), durable.clone()));
+            .insert(key, (receipt.clone(), digest, durable.clone()));
         self.feed_in_flight.insert(
             (draft.site.clone(), event.seq().0),
             (event.id(), draft.coi.clone()),
@@ -1046,12 +1070,12 @@ impl Ledger {
             }
             if let Some(rid) = &d.request_id {
                 let key = (d.site.clone(), rid.clone());
-                if let Some((receipt, _)) = self.in_flight.remove(&key) {
+                if let Some((receipt, digest, _)) = self.in_flight.remove(&key) {
                     let receipt = Receipt {
                         duplicate: true,
                         ..receipt
                     };
-                    self.recent.insert(epoch, key, receipt);
+                    self.recent.insert(epoch, key, (receipt, digest));
                 }
             }
             self.feed_in_flight.remove(&(d.site.clone(), d.seq.0));
@@ -1074,14 +1098,15 @@ pub struct Done {
 mod tests {
     use super::*;
 
-    fn receipt(n: u64) -> Receipt {
-        Receipt {
+    fn receipt(n: u64) -> (Receipt, RequestDigest) {
+        let receipt = Receipt {
             event_id: EventId([n as u8; 32]),
             site: SiteId::parse("clinic-a").expect("site id"),
             seq: Seq(n),
             recorded_at: Timestamp(0),
             duplicate: true,
-        }
+        };
+        (receipt, RequestDigest([n as u8; 32]))
     }
 
     fn key(n: usize) -> (SiteId, String) {

@@ -135,6 +135,32 @@ async fn bad_input_gets_precise_status_and_writes_nothing() {
     assert!(again.duplicate);
     let n = api.event_count(&auditor).await;
     assert_eq!(n, 1);
+    // The same request id for another event is refused, not answered with the first
+    // receipt (that would drop this scan without a word).
+    let other = req(
+        "c-1",
+        "clinic-a",
+        T0 + 60,
+        pb::event_body::Kind::Note(pb::Note {
+            text: "another scan".into(),
+        }),
+    );
+    check(
+        api.append(Some(&clinic), other).await,
+        Code::AlreadyExists,
+        &format!(
+            "request id c-1 was already used for another event (site clinic-a, seq 1, event {}",
+            first.event_id
+        ),
+    );
+    let mut later = req("c-1", "clinic-a", T0, collection());
+    later.occurred_time = ts(T0 + 1);
+    check(
+        api.append(Some(&clinic), later).await,
+        Code::AlreadyExists,
+        "a new event needs a new request id",
+    );
+    assert_eq!(api.event_count(&auditor).await, 1);
 
     let note = |id: &str, site: &str| {
         req(

@@ -14,6 +14,7 @@ pub fn append_error(e: &AppendError) -> Status {
         | AppendError::NoCollection { .. }
         | AppendError::Refused { .. } => Code::FailedPrecondition,
         AppendError::ScanInFuture { .. } => Code::InvalidArgument,
+        AppendError::RequestIdReused { .. } => Code::AlreadyExists,
         AppendError::TooLarge { .. } | AppendError::QueueFull { .. } => Code::ResourceExhausted,
         AppendError::InFlight
         | AppendError::Stopped
