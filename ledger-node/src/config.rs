@@ -13,6 +13,11 @@ use std::path::{Path, PathBuf};
 /// 200 MiB at rest after 1,000,000 events; the OS page cache holds what it does not.
 pub const SLED_CACHE_MIB_DEFAULT: u64 = 4;
 
+/// `LEDGER_*` variables that are not configuration keys: `LEDGER_CONFIG` names the file
+/// (a flag's variable), and the `ledger` CLI's variables may be set in the same shell. Any
+/// other unknown `LEDGER_*` variable is refused, so a misspelt key is not silently ignored.
+const NOT_CONFIG_KEYS: &[&str] = &["config", "node", "token", "ca_file"];
+
 /// Limits, each a named knob with a safe default.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
@@ -184,7 +189,7 @@ impl Config {
             fig = fig.merge(Toml::file(f));
         }
         fig = fig
-            .merge(Env::prefixed("LEDGER_").split("__"))
+            .merge(Env::prefixed("LEDGER_").split("__").ignore(NOT_CONFIG_KEYS))
             .merge(Serialized::defaults(overrides));
         let cfg: Config = fig
             .extract()
@@ -374,6 +379,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("does not exist"), "{e}");
+    }
+
+    #[test]
+    // figment::Jail's closure returns figment's own (large) error type.
+    #[allow(clippy::result_large_err)]
+    fn the_cli_variables_in_the_same_shell_are_not_configuration_but_a_misspelt_key_is_refused() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("LEDGER_CONFIG", "elsewhere.toml");
+            jail.set_env("LEDGER_NODE", "http://127.0.0.1:50051");
+            jail.set_env("LEDGER_TOKEN", "secret");
+            jail.set_env("LEDGER_CA_FILE", "ca.pem");
+            jail.set_env("LEDGER_LIMITS__APPEND_BATCH_MAX", "7");
+            let cfg = Config::load(None, NoOverrides {}).map_err(|e| e.to_string())?;
+            assert_eq!(cfg.limits.append_batch_max, 7);
+            jail.set_env("LEDGER_DATA_DIRR", "/tmp/x");
+            let e = Config::load(None, NoOverrides {}).unwrap_err().to_string();
+            assert!(e.contains("unknown field: found `data_dirr`"), "{e}");
+            Ok(())
+        });
     }
 
     #[test]
