@@ -419,6 +419,59 @@ async fn bad_input_gets_precise_status_and_writes_nothing() {
         .await
         .expect_err("bad coi");
     assert_eq!(e.code(), Code::InvalidArgument);
+
+    // A batch from an unknown caller is refused for who is asking, whatever its size.
+    for n in [0, 1001] {
+        let batch = pb::AppendBatchRequest {
+            requests: (0..n)
+                .map(|i| note(&format!("u-{i}"), "clinic-a"))
+                .collect(),
+        };
+        let e = api
+            .client
+            .append_batch(Api::with_token(batch, Some("not-a-real-token")))
+            .await
+            .expect_err("unknown caller");
+        assert_eq!(
+            e.code(),
+            Code::Unauthenticated,
+            "{n} requests: {}",
+            e.message()
+        );
+    }
+    let e = api
+        .client
+        .append_batch(Api::with_token(
+            pb::AppendBatchRequest { requests: vec![] },
+            Some(&clinic),
+        ))
+        .await
+        .expect_err("empty batch");
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert_eq!(e.message(), "requests: is empty");
+
+    // Watching from past the chain's end (two events now) says so instead of waiting.
+    let watched = api
+        .client
+        .watch_chain(Api::with_token(
+            pb::WatchChainRequest {
+                coi: COI.into(),
+                from_position: 3,
+            },
+            Some(&auditor),
+        ))
+        .await;
+    let Err(e) = watched else {
+        panic!("a position past the end must be refused, not watched");
+    };
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert_eq!(
+        e.message(),
+        format!(
+            "from_position: 3 is beyond the end of chain {COI} (2 events); resume from at most 2"
+        )
+    );
+    assert_eq!(api.event_count(&auditor).await, 2);
 }
 
 /// A client we did not write: `buf curl` finds the service through server reflection and

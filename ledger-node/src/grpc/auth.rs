@@ -72,6 +72,17 @@ pub fn authorize<T>(
     access: Access,
     cost: usize,
 ) -> Result<Principal, Status> {
+    let principal = authenticate(network, req, access)?;
+    charge(limiter, &principal, cost)?;
+    Ok(principal)
+}
+
+/// Who is calling, and whether they may do `access`; charges nothing.
+pub fn authenticate<T>(
+    network: &Network,
+    req: &Request<T>,
+    access: Access,
+) -> Result<Principal, Status> {
     let header = req.metadata().get("authorization").ok_or_else(|| {
         Status::unauthenticated(
             "missing authorization metadata: send 'authorization: Bearer <token>'",
@@ -92,10 +103,15 @@ pub fn authorize<T>(
             "{principal} may read but not append; use a site's token"
         )));
     }
-    if !limiter.take(&principal, cost.max(1) as f64) {
+    Ok(principal)
+}
+
+/// Takes `cost` calls (at least one) from the principal's rate limit.
+pub fn charge(limiter: &RateLimiter, principal: &Principal, cost: usize) -> Result<(), Status> {
+    if !limiter.take(principal, cost.max(1) as f64) {
         return Err(Status::resource_exhausted(format!(
             "rate limit for {principal} exceeded; slow down and retry"
         )));
     }
-    Ok(principal)
+    Ok(())
 }

@@ -1,6 +1,6 @@
 //! The `LedgerService` implementation.
 
-use super::auth::{authorize, Access, RateLimiter};
+use super::auth::{authenticate, authorize, charge, Access, RateLimiter};
 use super::status;
 use crate::config::Limits;
 use crate::network::{Network, Principal};
@@ -279,6 +279,8 @@ impl pb::ledger_service_server::LedgerService for LedgerApi {
         req: Request<pb::AppendBatchRequest>,
     ) -> Result<Response<pb::AppendBatchResponse>, Status> {
         let n = req.get_ref().requests.len();
+        // Who is asking comes first: an unknown caller learns nothing about the request.
+        let principal = authenticate(&self.network, &req, Access::Append)?;
         if n == 0 {
             return Err(Status::invalid_argument("requests: is empty"));
         }
@@ -288,7 +290,7 @@ impl pb::ledger_service_server::LedgerService for LedgerApi {
                 self.limits.append_batch_max
             )));
         }
-        let principal = authorize(&self.network, &self.limiter, &req, Access::Append, n)?;
+        charge(&self.limiter, &principal, n)?;
         let mut results: Vec<Option<pb::AppendBatchResult>> = vec![None; n];
         let mut drafts = Vec::new();
         let mut slots = Vec::new();
@@ -463,8 +465,15 @@ impl pb::ledger_service_server::LedgerService for LedgerApi {
     ) -> Result<Response<Self::WatchChainStream>, Status> {
         self.begin_read(&req).await?;
         let coi = self.coi("coi", &req.get_ref().coi)?;
-        self.committed(&coi)?;
+        let committed = self.committed(&coi)?;
         let from = req.get_ref().from_position;
+        // Past the end, the stream would wait for a position the chain may never reach and
+        // then skip the events before it.
+        if from > committed {
+            return Err(Status::invalid_argument(format!(
+                "from_position: {from} is beyond the end of chain {coi} ({committed} events); resume from at most {committed}"
+            )));
+        }
         // Subscribe before reading the backlog so nothing committed in between is missed.
         let mut live = self.pipeline.subscribe();
         let pipeline = self.pipeline.clone();
