@@ -192,7 +192,7 @@ fn sigterm_stops_the_node_after_its_log_reader_is_gone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_streams_from_a_position_then_live() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let node = Node::start(dir.path(), &[]).expect("node");
+    let mut node = Node::start(dir.path(), &[]).expect("node");
     let token = node.token("clinic-a").expect("token");
     let mut c = client(&node).await;
     c.append(authed(append_req("c", collection(), T0), &token))
@@ -242,6 +242,20 @@ async fn watch_streams_from_a_position_then_live() {
         .expect("ok");
     assert_eq!(item.position, 5);
     assert_eq!(item.event.map(|e| e.event_id), Some(receipt.event_id));
+    // A node that stops ends the stream with UNAVAILABLE and where to resume, not with OK
+    // (which would read as "the watch is over").
+    let code = tokio::task::block_in_place(|| node.stop()).expect("node stops");
+    assert_eq!(code, Some(0));
+    let end = tokio::time::timeout(std::time::Duration::from_secs(10), stream.next())
+        .await
+        .expect("the stream ends in time")
+        .expect("an end status, not a silent end");
+    let status = end.expect_err("UNAVAILABLE");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{}", status.message());
+    assert_eq!(
+        status.message(),
+        "the node is stopping; resume the watch with from_position 5"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -517,7 +517,13 @@ impl pb::ledger_service_server::LedgerService for LedgerApi {
                 // Then follow live commits until the watcher falls behind (re-read) or leaves.
                 loop {
                     tokio::select! {
-                        () = shutdown.cancelled() => return,
+                        () = shutdown.cancelled() => {
+                            // Not a normal end of the stream: the watcher must resume elsewhere or later.
+                            let _ = tx.send(Err(Status::unavailable(format!(
+                                "the node is stopping; resume the watch with from_position {sent}"
+                            )))).await;
+                            return;
+                        }
                         msg = live.recv() => match msg {
                             Ok(c) if c.coi == coi && c.position == sent + 1 => {
                                 if tx.send(Ok(pb::WatchChainResponse { event: Some(convert::event_to_wire(&c.event)), position: c.position })).await.is_err() {
