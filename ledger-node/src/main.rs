@@ -178,7 +178,21 @@ fn main() -> ExitCode {
         no_metrics: false,
         stop_on_stdin_close: false,
     }) {
-        Command::CheckConfig => match ledger_node::load_network(&cfg) {
+        Command::CheckConfig
+            if cfg.network_dir.is_none() && !cfg.network_dir().join("anchor.pub").exists() =>
+        {
+            // A check changes nothing: the development network is made by the first `run`.
+            if let Err(e) = files_readable(&cfg) {
+                eprintln!("ledger-node: configuration: {e}");
+                return ExitCode::from(2);
+            }
+            println!("configuration ok: no network at {} yet (the first `run` creates a development network there, with fresh random keys), listens on {}", cfg.network_dir().display(), cfg.listen);
+            ExitCode::SUCCESS
+        }
+        Command::CheckConfig => match files_readable(&cfg)
+            .map_err(|e| anyhow::anyhow!("configuration: {e}"))
+            .and_then(|()| ledger_node::load_network(&cfg))
+        {
             Ok(net) => {
                 let replication = match &cfg.nats {
                     Some(n) => format!("replicates over NATS at {}", n.urls.join(", ")),
@@ -397,4 +411,39 @@ async fn wait_for_signal() {
             let _ = ctrl_c.await;
         }
     }
+}
+
+/// The files the configuration names (TLS, NATS credentials) exist and can be read: found
+/// by `check-config` rather than by a node failing to start or to reach NATS later.
+fn files_readable(cfg: &Config) -> Result<(), String> {
+    let mut files: Vec<(&str, &PathBuf)> = Vec::new();
+    if let Some(f) = &cfg.tls_cert_file {
+        files.push(("tls_cert_file", f));
+    }
+    if let Some(f) = &cfg.tls_key_file {
+        files.push(("tls_key_file", f));
+    }
+    if let Some(n) = &cfg.nats {
+        for (key, file) in [
+            ("nats.token_file", &n.token_file),
+            ("nats.creds_file", &n.creds_file),
+            ("nats.tls_ca_file", &n.tls_ca_file),
+            ("nats.tls_cert_file", &n.tls_cert_file),
+            ("nats.tls_key_file", &n.tls_key_file),
+        ] {
+            if let Some(f) = file {
+                files.push((key, f));
+            }
+        }
+    }
+    for (key, file) in files {
+        match std::fs::read(file) {
+            Ok(bytes) if bytes.is_empty() => {
+                return Err(format!("{key}: {} is empty", file.display()));
+            }
+            Ok(_) => {}
+            Err(e) => return Err(format!("{key}: cannot read {}: {e}", file.display())),
+        }
+    }
+    Ok(())
 }

@@ -556,3 +556,50 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// `check-config` changes nothing (the development network is made by the first `run`)
+/// and finds the files the configuration names but the node could not read.
+#[test]
+fn check_config_writes_nothing_and_names_unreadable_files() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    let check = |extra: &[&str]| {
+        Command::new(bin("ledger-node").expect("ledger-node"))
+            .arg("check-config")
+            .arg("--data-dir")
+            .arg(&data)
+            .args(extra)
+            .env_remove("LEDGER_CONFIG")
+            .output()
+            .expect("check-config")
+    };
+    let o = check(&[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains(&format!(
+            "configuration ok: no network at {} yet",
+            data.join("network").display()
+        )),
+        "{}",
+        text(&o)
+    );
+    assert!(!data.exists(), "check-config created {}", data.display());
+
+    let missing = tmp.path().join("absent.pem");
+    let o = check(&[
+        "--tls-cert-file",
+        p(&missing),
+        "--tls-key-file",
+        p(&missing),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains(&format!(
+            "configuration: tls_cert_file: cannot read {}",
+            missing.display()
+        )),
+        "{}",
+        text(&o)
+    );
+    assert!(!data.exists());
+}

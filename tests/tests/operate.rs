@@ -251,7 +251,12 @@ async fn watch_streams_from_a_position_then_live() {
         .expect("the stream ends in time")
         .expect("an end status, not a silent end");
     let status = end.expect_err("UNAVAILABLE");
-    assert_eq!(status.code(), tonic::Code::Unavailable, "{}", status.message());
+    assert_eq!(
+        status.code(),
+        tonic::Code::Unavailable,
+        "{}",
+        status.message()
+    );
     assert_eq!(
         status.message(),
         "the node is stopping; resume the watch with from_position 5"
