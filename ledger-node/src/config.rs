@@ -220,8 +220,15 @@ impl Config {
         if l.commit_group_max == 0 || l.commit_group_max > 100_000 {
             return invalid("limits.commit_group_max", "must be 1 to 100,000");
         }
-        if l.calls_per_second_per_token == 0 {
-            return invalid("limits.calls_per_second_per_token", "must be at least 1");
+        if (l.calls_per_second_per_token as usize) < l.append_batch_max {
+            // A batch is charged one call per event, and the bucket holds one second.
+            return invalid(
+                "limits.calls_per_second_per_token",
+                &format!(
+                    "must be at least limits.append_batch_max ({}): a full batch could never pass the rate limit",
+                    l.append_batch_max
+                ),
+            );
         }
         if l.request_bytes_max < 64 * 1024 || l.request_bytes_max > 64 * 1024 * 1024 {
             return invalid("limits.request_bytes_max", "must be 64 KiB to 64 MiB");
@@ -370,6 +377,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("limits.append_batch_max"), "{e}");
+        std::fs::write(
+            &f,
+            "[limits]\nappend_batch_max = 500\ncalls_per_second_per_token = 499\n",
+        )
+        .unwrap();
+        let e = Config::load(Some(&f), NoOverrides {})
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(
+                "limits.calls_per_second_per_token: must be at least limits.append_batch_max (500)"
+            ),
+            "{e}"
+        );
         std::fs::write(&f, "listn = \"x\"\n").unwrap();
         let e = Config::load(Some(&f), NoOverrides {})
             .unwrap_err()
