@@ -188,9 +188,12 @@ pub struct Created {
     pub removed: Vec<PathBuf>,
 }
 
-/// The scratch directory a development network is built in, beside its final place. No
-/// loader reads it: the network appears under its name whole, in one rename, or not at all.
-const PARTIAL_PREFIX: &str = ".network.partial-";
+/// The scratch directory a development network is built in, beside its final place, is
+/// named `.<name>.partial-<pid>-<random>`. No loader reads it: the network appears under
+/// its name whole, in one rename, or not at all.
+fn scratch_prefix(name: &str) -> String {
+    format!(".{name}.partial-")
+}
 
 /// Creates a development network in `dir` unless one is there. Keys are random.
 ///
@@ -214,9 +217,14 @@ pub fn create_dev(
         _ => PathBuf::from("."),
     };
     std::fs::create_dir_all(&parent).map_err(|e| io(&parent, e))?;
-    let removed = remove_scratch(&parent)?;
+    let name = dir.file_name().map_or_else(
+        || "network".to_owned(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let removed = remove_scratch(&parent, &name)?;
+    let prefix = format!("{}{}-", scratch_prefix(&name), std::process::id());
     let scratch = tempfile::Builder::new()
-        .prefix(PARTIAL_PREFIX)
+        .prefix(&prefix)
         .tempdir_in(&parent)
         .map_err(|e| io(&parent, e))?;
     let anchor = write_dev(scratch.path(), id, now)?;
@@ -249,16 +257,22 @@ pub fn create_dev(
     }))
 }
 
-/// Removes scratch directories that earlier starts left when they stopped while creating.
-fn remove_scratch(parent: &Path) -> Result<Vec<PathBuf>, NetworkError> {
+/// Removes the scratch directories for `name` that earlier starts left when they stopped
+/// while creating. Only a dead process's: one still running may be creating right now.
+fn remove_scratch(parent: &Path, name: &str) -> Result<Vec<PathBuf>, NetworkError> {
+    let prefix = scratch_prefix(name);
     let mut removed = Vec::new();
     for entry in std::fs::read_dir(parent).map_err(|e| io(parent, e))? {
         let entry = entry.map_err(|e| io(parent, e))?;
-        if entry
-            .file_name()
-            .to_string_lossy()
-            .starts_with(PARTIAL_PREFIX)
-        {
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = file_name.strip_prefix(&prefix) else {
+            continue;
+        };
+        let pid = rest.split('-').next().unwrap_or_default();
+        let alive = pid.parse::<u32>().is_ok_and(|pid| {
+            pid == std::process::id() || Path::new("/proc").join(pid.to_string()).exists()
+        });
+        if !alive {
             let path = entry.path();
             std::fs::remove_dir_all(&path).map_err(|e| io(&path, e))?;
             removed.push(path);
@@ -436,7 +450,15 @@ pub fn load(dir: &Path, sites: &[SiteId]) -> Result<Network, NetworkError> {
         if token.len() < 32 {
             return Err(invalid(&path, "a token must be at least 32 characters"));
         }
-        tokens.insert(token_hash(&token), principal);
+        // One token, two principals: which one a call acts as would depend on file order.
+        if let Some(other) = tokens.insert(token_hash(&token), principal.clone()) {
+            return Err(invalid(
+                &path,
+                format!(
+                    "holds the same token as {other}'s token file; every token must be its own"
+                ),
+            ));
+        }
     }
     Ok(Network {
         dir: dir.to_owned(),
@@ -499,19 +521,47 @@ mod tests {
         let dir = data.path().join("network");
         let id = NetworkId::parse("dev-net").unwrap();
         // What a start killed while writing leaves: scratch holding some of the files.
-        let scratch = data.path().join(format!("{PARTIAL_PREFIX}a1b2c3"));
+        // Left by a process that no longer runs (no pid is this large).
+        let scratch = data.path().join(".network.partial-4294967295-a1b2c3");
+        // Another process's scratch that is still being written stays.
+        let parent_pid = std::os::unix::process::parent_id();
+        let running = data
+            .path()
+            .join(format!(".network.partial-{parent_pid}-d4e5f6"));
+        std::fs::create_dir(&running).unwrap();
         std::fs::create_dir_all(scratch.join("sites")).unwrap();
         std::fs::write(scratch.join("anchor.key"), "00\n").unwrap();
         let created = create_dev(&dir, &id, Timestamp(1_800_000_000_000))
             .unwrap()
             .expect("a network is created");
         assert_eq!(created.removed, vec![scratch.clone()]);
-        assert_eq!(names_in(data.path()), vec!["network".to_owned()]);
+        assert_eq!(
+            names_in(data.path()),
+            vec![
+                format!(".network.partial-{parent_pid}-d4e5f6"),
+                "network".to_owned()
+            ]
+        );
         let net = load(&dir, &[]).unwrap();
         assert_eq!(net.local_sites.len(), DEV_SITES.len());
         assert_eq!(
             names_in(&dir.join("tokens")).len(),
             DEV_SITES.len() + READER_TOKENS.len()
+        );
+    }
+
+    #[test]
+    fn one_token_for_two_principals_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = NetworkId::parse("dev-net").unwrap();
+        create_dev(dir.path(), &id, Timestamp(1_800_000_000_000)).unwrap();
+        let tokens = dir.path().join("tokens");
+        std::fs::copy(tokens.join("admin.token"), tokens.join("lab-1.token.new")).unwrap();
+        std::fs::rename(tokens.join("lab-1.token.new"), tokens.join("lab-1.token")).unwrap();
+        let err = load(dir.path(), &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("holds the same token as") && err.contains("every token must be its own"),
+            "{err}"
         );
     }
 
