@@ -589,3 +589,63 @@ async fn buf_curl_reaches_the_api_through_reflection() {
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains("SERVING"), "{out}");
 }
+
+/// The per-token rate limit refuses what goes over it with RESOURCE_EXHAUSTED, and a
+/// refused append writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rate_limit_refuses_with_resource_exhausted_and_writes_nothing() {
+    // Sent as fast as one client can, until five are refused (at most this many).
+    const SENT_MAX: usize = 400;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("node.toml");
+    std::fs::write(
+        &config,
+        "[limits]\nappend_batch_max = 10\ncalls_per_second_per_token = 10\n",
+    )
+    .expect("config");
+    let data = dir.path().join("data");
+    let node = Node::start(&data, &["--config", config.to_str().expect("utf-8 path")])
+        .expect("node starts");
+    let clinic = node.token("clinic-a").expect("token");
+    let auditor = node.token("auditor").expect("token");
+    let mut api = Api::connect(&node).await;
+    let mut ok = 0u64;
+    let mut refused = 0;
+    let started = std::time::Instant::now();
+    let mut sent = 0;
+    while refused < 5 && sent < SENT_MAX {
+        let i = sent;
+        sent += 1;
+        let r = if i == 0 {
+            req("c-1", "clinic-a", T0, collection())
+        } else {
+            req(
+                &format!("n-{i}"),
+                "clinic-a",
+                T0 + 60,
+                pb::event_body::Kind::Note(pb::Note { text: "x".into() }),
+            )
+        };
+        match api.append(Some(&clinic), r).await {
+            Ok(_) => ok += 1,
+            Err(s) => {
+                assert_eq!(s.code(), Code::ResourceExhausted, "{}", s.message());
+                assert_eq!(
+                    s.message(),
+                    "rate limit for site clinic-a exceeded; slow down and retry"
+                );
+                refused += 1;
+            }
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    // A full bucket of 10, and 10 more per second since.
+    assert!(
+        ok >= 10 && ok as f64 <= 10.0 + 10.0 * elapsed + 1.0,
+        "{ok} accepted in {elapsed:.2} s"
+    );
+    assert_eq!(refused, 5, "{sent} sent, {ok} accepted in {elapsed:.2} s");
+    assert_eq!(ok as usize + refused, sent);
+    // The auditor's token has its own bucket; only accepted appends were written.
+    assert_eq!(api.event_count(&auditor).await, ok);
+}
