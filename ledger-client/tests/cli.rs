@@ -207,6 +207,29 @@ fn synthetic_bundle_verifies_intact() {
 }
 
 #[test]
+fn usage_errors_under_output_json_are_json_on_stdout_with_exit_code_2() {
+    let o = ledger(&["verify", "NOT-A-COI", "--output", "json"]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("stdout is JSON");
+    assert_eq!(doc["exit_code"], 2);
+    let error = doc["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("invalid value 'NOT-A-COI' for '<COI>'"),
+        "{doc}"
+    );
+    // Without it, the usage error stays text on stderr.
+    let o = ledger(&["verify", "NOT-A-COI"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(o.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("invalid value 'NOT-A-COI'"));
+}
+
+#[test]
 fn errors_under_output_json_are_json_on_stdout_with_the_same_exit_code() {
     let dir = tempfile::tempdir().expect("tempdir");
     let missing = dir.path().join("absent.bundle");

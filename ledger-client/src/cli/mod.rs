@@ -474,6 +474,17 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(err) => {
             // clap prints help/version with exit 0 and usage errors with exit 2.
+            if err.use_stderr() && args_want_json() {
+                // The command never parsed, so ask the arguments themselves: a script that
+                // asked for JSON gets its usage error as JSON too.
+                let detail = err.to_string();
+                let first = detail.lines().next().unwrap_or_default();
+                out::println(serde_json::json!({
+                    "error": first.trim_start_matches("error: "),
+                    "exit_code": exit::USAGE,
+                }));
+                return ExitCode::from(exit::USAGE);
+            }
             let _ = err.print();
             return ExitCode::from(if err.use_stderr() {
                 exit::USAGE
@@ -500,6 +511,15 @@ pub fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+/// Whether the raw arguments ask for `--output json` (for errors before they parse).
+fn args_want_json() -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().any(|a| a == "--output=json")
+        || args
+            .windows(2)
+            .any(|w| w[0] == "--output" && w[1] == "json")
 }
 
 /// Whether the command asked for `--output json`.
