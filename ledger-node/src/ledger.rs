@@ -879,7 +879,8 @@ impl Ledger {
 
     /// Decides an append: a retry, a refusal, or a signed event ready to commit. On
     /// success the state already includes the event (so the next append builds on it).
-    /// `looked` is what [`Looked::ask`] found for the request id before the lock.
+    /// `looked` is what [`Looked::ask`] found for the request id before the lock, and
+    /// `digest` the draft's [`RequestDigest`] (also computed before the lock).
     ///
     /// # Errors
     /// [`AppendError`] saying what is wrong; nothing changes then.
@@ -887,11 +888,11 @@ impl Ledger {
         &mut self,
         draft: AppendDraft,
         looked: Looked,
+        digest: RequestDigest,
         now: Timestamp,
         store: &Store,
     ) -> Result<Outcome, AppendError> {
         let key = (draft.site.clone(), draft.request_id.clone());
-        let digest = RequestDigest::of(&draft.coi, draft.occurred_at, &draft.signer, &draft.body);
         // A request id used again for another event: answering with the first receipt would
         // drop this scan without a word.
         let reused = |original: &Receipt| AppendError::RequestIdReused {

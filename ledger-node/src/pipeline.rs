@@ -24,7 +24,7 @@
 
 use crate::ledger::{AppendError, Done, Ingest, Ledger, Looked, Outcome, Prepared, Receipt};
 use crate::store::{Record, Store};
-use ledger_core::{Coi, Event, Timestamp};
+use ledger_core::{Coi, Event, RequestDigest, Timestamp};
 use proto::convert::AppendDraft;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -420,7 +420,11 @@ impl Pipeline {
         // Retries are found in the store before the lock (see `Looked`).
         let looked: Vec<_> = drafts
             .iter()
-            .map(|d| Looked::ask(&self.store, &self.indexed_epoch, &d.site, &d.request_id))
+            .map(|d| {
+                let digest = RequestDigest::of(&d.coi, d.occurred_at, &d.signer, &d.body);
+                Looked::ask(&self.store, &self.indexed_epoch, &d.site, &d.request_id)
+                    .map(|looked| (looked, digest))
+            })
             .collect();
         let now = now();
         let mut results = Vec::with_capacity(n);
@@ -428,7 +432,7 @@ impl Pipeline {
         let mut ledger = self.ledger();
         for (draft, looked) in drafts.into_iter().zip(looked) {
             let decided = match looked {
-                Ok(looked) => ledger.prepare(draft, looked, now, &self.store),
+                Ok((looked, digest)) => ledger.prepare(draft, looked, digest, now, &self.store),
                 Err(e) => Err(e.into()),
             };
             match decided {
