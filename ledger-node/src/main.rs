@@ -186,6 +186,10 @@ fn main() -> ExitCode {
                 eprintln!("ledger-node: configuration: {e}");
                 return ExitCode::from(2);
             }
+            if let Err(e) = ledger_node::network::dev_network_pending(&cfg.network_dir()) {
+                eprintln!("ledger-node: {e}");
+                return ExitCode::from(2);
+            }
             println!("configuration ok: no network at {} yet (the first `run` creates a development network there, with fresh random keys), listens on {}", cfg.network_dir().display(), cfg.listen);
             ExitCode::SUCCESS
         }

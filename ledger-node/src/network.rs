@@ -195,6 +195,28 @@ fn scratch_prefix(name: &str) -> String {
     format!(".{name}.partial-")
 }
 
+const NOT_A_NETWORK: &str = "a directory that holds files but no anchor.pub is not a \
+    complete network: move it away, or point `network_dir` at a real network";
+
+/// Whether a first start could create a development network at `dir` (for `check-config`,
+/// which must not create one): `Ok(true)` if there is none yet, `Ok(false)` if one is there.
+///
+/// # Errors
+/// [`NetworkError`] when `dir` holds files but no `anchor.pub`, as [`create_dev`] would.
+pub fn dev_network_pending(dir: &Path) -> Result<bool, NetworkError> {
+    if dir.join("anchor.pub").exists() {
+        return Ok(false);
+    }
+    match std::fs::read_dir(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
+        Err(e) => Err(io(dir, e)),
+        Ok(mut entries) => match entries.next() {
+            None => Ok(true),
+            Some(_) => Err(io(dir, NOT_A_NETWORK)),
+        },
+    }
+}
+
 /// Creates a development network in `dir` unless one is there. Keys are random.
 ///
 /// The files are written and synced in a scratch directory beside `dir`, which is then
@@ -238,11 +260,7 @@ pub fn create_dev(
         Err(e) => {
             return Err(io(
                 dir,
-                format!(
-                    "cannot put a new development network here ({e}); a directory that holds \
-                     files but no anchor.pub is not a complete network: move it away, or point \
-                     `network_dir` at a real network"
-                ),
+                format!("cannot put a new development network here ({e}); {NOT_A_NETWORK}"),
             ))
         }
     }

@@ -602,4 +602,16 @@ fn check_config_writes_nothing_and_names_unreadable_files() {
         text(&o)
     );
     assert!(!data.exists());
+
+    // What an interrupted first start of an older node left: the check says what `run` would.
+    std::fs::create_dir_all(data.join("network")).expect("network dir");
+    std::fs::write(data.join("network/anchor.key"), "00\n").expect("stray file");
+    let o = check(&[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr)
+            .contains("holds files but no anchor.pub is not a complete network"),
+        "{}",
+        text(&o)
+    );
 }
