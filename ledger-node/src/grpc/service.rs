@@ -479,6 +479,12 @@ impl pb::ledger_service_server::LedgerService for LedgerApi {
         let pipeline = self.pipeline.clone();
         let shutdown = self.shutdown.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(WATCH_QUEUE);
+        // Not a normal end of the stream: the watcher must resume elsewhere or later.
+        let stopping = |sent: u64| {
+            Status::unavailable(format!(
+                "the node is stopping; resume the watch with from_position {sent}"
+            ))
+        };
         tokio::spawn(async move {
             let mut sent = from;
             loop {
@@ -518,10 +524,7 @@ impl pb::ledger_service_server::LedgerService for LedgerApi {
                 loop {
                     tokio::select! {
                         () = shutdown.cancelled() => {
-                            // Not a normal end of the stream: the watcher must resume elsewhere or later.
-                            let _ = tx.send(Err(Status::unavailable(format!(
-                                "the node is stopping; resume the watch with from_position {sent}"
-                            )))).await;
+                            let _ = tx.send(Err(stopping(sent))).await;
                             return;
                         }
                         msg = live.recv() => match msg {
@@ -534,7 +537,10 @@ impl pb::ledger_service_server::LedgerService for LedgerApi {
                             Ok(c) if c.coi == coi && c.position > sent + 1 => break,
                             Ok(_) => {}
                             Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
-                            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                                let _ = tx.send(Err(stopping(sent))).await;
+                                return;
+                            }
                         },
                     }
                 }
