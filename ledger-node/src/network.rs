@@ -507,11 +507,18 @@ mod tests {
         let net = load(dir.path(), &[]).unwrap();
         assert_eq!(net.local_sites.len(), DEV_SITES.len());
         assert_eq!(net.certificates.len(), DEV_SITES.len());
-        let mode = std::fs::metadata(dir.path().join("sites/clinic-a.key"))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600);
+        // Every secret (the anchor key, each site's key, each token) only its owner can read.
+        let mut secrets = vec![dir.path().join("anchor.key")];
+        for sub in ["sites", "tokens"] {
+            for entry in std::fs::read_dir(dir.path().join(sub)).unwrap() {
+                secrets.push(entry.unwrap().path());
+            }
+        }
+        assert_eq!(secrets.len(), 1 + 2 * DEV_SITES.len() + READER_TOKENS.len());
+        for path in &secrets {
+            let mode = std::fs::metadata(path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{}", path.display());
+        }
         let token = std::fs::read_to_string(dir.path().join("tokens/mfg-1.token")).unwrap();
         assert_eq!(
             net.principal(token.trim()),
