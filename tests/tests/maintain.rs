@@ -1,8 +1,10 @@
 //! The operator's tools on a real store: `ledger-node backup` while the node runs,
 //! `verify-store` on a sound store (running and stopped) and on a damaged one, and
 //! `ledger-node restore` into a new data directory that then verifies clean and serves the
-//! same chain. Bad input: a restore into a store that is not empty, and a backup that was
-//! altered, are refused with exit code 2 before anything is written.
+//! same chain, and `ledger-node rebuild-index` on a stopped node, which gives the same
+//! answers. Bad input: a restore into a store that is not empty, and a backup that was
+//! altered, are refused with exit code 2 before anything is written; a rebuild of a store
+//! its node holds is refused with exit code 1.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -193,4 +195,58 @@ fn backup_while_running_restore_and_verify_store() {
         "{}",
         text(&o)
     );
+}
+
+/// `ledger-node rebuild-index` refuses a store its node holds, and on a stopped node
+/// rebuilds an index that checks clean against the log and gives the same answers.
+#[test]
+fn rebuild_index_refuses_a_running_node_and_gives_the_same_answers() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("site");
+    let mut node = Node::start(&data, &[]).expect("node starts");
+    let journey = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fixtures/journeys/valid")
+        .join(format!("{JOURNEY}.toml"));
+    let tokens = node.token_dir();
+    let o = ledger(
+        &node,
+        &[
+            "replay",
+            journey.to_str().expect("utf8"),
+            "--tokens",
+            tokens.to_str().expect("utf8"),
+            "--start",
+            "2026-10-01T08:00:00Z",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let before = verify_on(&node, &tokens);
+    assert_eq!(before["verdict"], "intact");
+
+    // The running node holds the store: nothing is touched.
+    let o = node_cmd(&data, &[], &["rebuild-index"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(o.stdout.is_empty(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("if another node runs on this store stop it"),
+        "{}",
+        text(&o)
+    );
+    node.stop().expect("node stops");
+
+    let o = node_cmd(&data, &[], &["rebuild-index"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "index rebuilt from the log: 19 events"
+    );
+    let o = node_cmd(&data, &[], &["verify-store", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(report["sound"], true, "{report}");
+    assert_eq!(report["index_mismatches"], 0);
+
+    let node = Node::start(&data, &[]).expect("node restarts");
+    let after = verify_on(&node, &tokens);
+    assert_eq!(after, before);
 }
