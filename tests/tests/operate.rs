@@ -189,6 +189,65 @@ fn sigterm_stops_the_node_after_its_log_reader_is_gone() {
     );
 }
 
+#[test]
+fn log_json_writes_one_json_object_per_line() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = Command::new(tests::bin("ledger-node").expect("binary"))
+        .args([
+            "run",
+            "--stop-on-stdin-close",
+            "--log-json",
+            "--no-metrics",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ledger-node");
+    let log = std::io::BufReader::new(child.stderr.take().expect("stderr"));
+    let mut lines = Vec::new();
+    for line in log.lines() {
+        let line = line.expect("read the node's log");
+        let doc: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        let message = doc["fields"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            doc["level"].is_string() && doc["timestamp"].is_string(),
+            "{line}"
+        );
+        lines.push(message);
+        if lines
+            .last()
+            .is_some_and(|m| m.starts_with("ledger node listening on"))
+        {
+            // Stop it: the rest of its log (the shutdown) must be JSON too.
+            drop(child.stdin.take());
+        }
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|m| m.starts_with("created a DEVELOPMENT network")),
+        "{lines:?}"
+    );
+    assert_eq!(
+        lines.last().map(String::as_str),
+        Some("stopped"),
+        "{lines:?}"
+    );
+    assert_eq!(tests::wait_exit(child).expect("the node exits"), Some(0));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_streams_from_a_position_then_live() {
     let dir = tempfile::tempdir().expect("tempdir");
