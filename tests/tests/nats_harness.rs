@@ -175,8 +175,9 @@ async fn a_three_member_cluster_acknowledges_with_the_stream_leader_down() {
         .await
         .expect("connects");
     let mut js = jetstream::new(client);
-    // Short, so a publish lost in a failover is retried soon.
-    js.set_timeout(Duration::from_secs(2));
+    // Placing a three-replica stream takes a meta-leader round and three stores; on a
+    // loaded 2-core machine that passed 2 s.
+    js.set_timeout(Duration::from_secs(20));
     let stream = js
         .create_stream(stream::Config {
             name: "HARNESS3".into(),
@@ -187,6 +188,8 @@ async fn a_three_member_cluster_acknowledges_with_the_stream_leader_down() {
         })
         .await
         .expect("replicated stream created");
+    // Short, so a publish lost in a failover is retried soon.
+    js.set_timeout(Duration::from_secs(2));
     let first = publish_until_acked(&js, "harness3.a", "a", Duration::from_secs(5)).await;
     assert_eq!((first.sequence, first.duplicate), (1, false));
 
