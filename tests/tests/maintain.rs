@@ -48,11 +48,10 @@ fn verify_on(node: &Node, token_dir: &Path) -> serde_json::Value {
     serde_json::from_slice(&o.stdout).expect("json")
 }
 
-#[test]
-fn backup_while_running_restore_and_verify_store() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let data = tmp.path().join("site");
-    let mut node = Node::start(&data, &[]).expect("node starts");
+/// A node on `data` with the journey replayed and verified intact: the node, its token
+/// directory and the verification.
+fn replayed(data: &Path) -> (Node, std::path::PathBuf, serde_json::Value) {
+    let node = Node::start(data, &[]).expect("node starts");
     let journey = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../fixtures/journeys/valid")
         .join(format!("{JOURNEY}.toml"));
@@ -71,6 +70,14 @@ fn backup_while_running_restore_and_verify_store() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let before = verify_on(&node, &tokens);
     assert_eq!(before["verdict"], "intact");
+    (node, tokens, before)
+}
+
+#[test]
+fn backup_while_running_restore_and_verify_store() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("site");
+    let (mut node, tokens, before) = replayed(&data);
 
     // Backup and check while the node runs.
     let backup = tmp.path().join("backup");
@@ -203,25 +210,7 @@ fn backup_while_running_restore_and_verify_store() {
 fn rebuild_index_refuses_a_running_node_and_gives_the_same_answers() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let data = tmp.path().join("site");
-    let mut node = Node::start(&data, &[]).expect("node starts");
-    let journey = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fixtures/journeys/valid")
-        .join(format!("{JOURNEY}.toml"));
-    let tokens = node.token_dir();
-    let o = ledger(
-        &node,
-        &[
-            "replay",
-            journey.to_str().expect("utf8"),
-            "--tokens",
-            tokens.to_str().expect("utf8"),
-            "--start",
-            "2026-10-01T08:00:00Z",
-        ],
-    );
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    let before = verify_on(&node, &tokens);
-    assert_eq!(before["verdict"], "intact");
+    let (mut node, tokens, before) = replayed(&data);
 
     // The running node holds the store: nothing is touched.
     let o = node_cmd(&data, &[], &["rebuild-index"]);

@@ -149,25 +149,29 @@ fn closing_stdin_stops_a_node_started_with_stop_on_stdin_close() {
     assert_eq!(node.close_stdin().expect("exit"), Some(0));
 }
 
-#[test]
-fn sigterm_stops_the_node_after_its_log_reader_is_gone() {
-    use std::io::BufRead;
+/// `ledger-node run` on `dir` with `extra` flags, its log (stderr) piped to the test, for
+/// tests that read the log themselves ([`Node`] reads it for the rest).
+fn spawn_node(dir: &std::path::Path, extra: &[&str]) -> std::process::Child {
     use std::process::{Command, Stdio};
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut child = Command::new(tests::bin("ledger-node").expect("binary"))
-        .args([
-            "run",
-            "--no-metrics",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(dir.path())
+    Command::new(tests::bin("ledger-node").expect("binary"))
+        .arg("run")
+        .args(extra)
+        .args(["--no-metrics", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
         .env("RUST_LOG", "info")
+        .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn ledger-node");
+        .expect("spawn ledger-node")
+}
+
+#[test]
+fn sigterm_stops_the_node_after_its_log_reader_is_gone() {
+    use std::io::BufRead;
+    use std::process::Command;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = spawn_node(dir.path(), &[]);
     let mut log = std::io::BufReader::new(child.stderr.take().expect("stderr"));
     let mut line = String::new();
     while !line.contains("listening on") {
@@ -192,25 +196,8 @@ fn sigterm_stops_the_node_after_its_log_reader_is_gone() {
 #[test]
 fn log_json_writes_one_json_object_per_line() {
     use std::io::BufRead;
-    use std::process::{Command, Stdio};
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut child = Command::new(tests::bin("ledger-node").expect("binary"))
-        .args([
-            "run",
-            "--stop-on-stdin-close",
-            "--log-json",
-            "--no-metrics",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(dir.path())
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn ledger-node");
+    let mut child = spawn_node(dir.path(), &["--stop-on-stdin-close", "--log-json"]);
     let log = std::io::BufReader::new(child.stderr.take().expect("stderr"));
     let mut lines = Vec::new();
     for line in log.lines() {
