@@ -62,7 +62,8 @@ pub fn policy(cfg: &Config) -> Policy {
 /// finishes the appends in flight and returns.
 ///
 /// # Errors
-/// When the network, the store or the listening socket cannot be opened.
+/// When the network, the store or the listening socket cannot be opened, and when the node
+/// stopped because a write to its log or index failed.
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let network = Arc::new(load_network(&cfg)?);
     let store_cfg = cfg.store_config();
@@ -199,10 +200,16 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
             tracing::warn!("a replication task did not stop within 10 s");
         }
     }
+    let failed = pipeline.failed();
     drop(pipeline);
     tokio::task::spawn_blocking(move || committer.join())
         .await?
         .map_err(|_| anyhow::anyhow!("the committer thread panicked"))?;
+    // A supervisor must see this stop as a failure: restart the node (it rebuilds from the
+    // log) once the disk is mended.
+    if failed {
+        anyhow::bail!("stopped after a storage failure (the error is logged above); every acknowledged append is in the log, and a restart rebuilds the index from it");
+    }
     tracing::info!("stopped");
     Ok(())
 }

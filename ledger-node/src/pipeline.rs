@@ -304,6 +304,12 @@ impl Pipeline {
         &self.store
     }
 
+    /// Whether a write to the log or the index failed: the node then refuses appends and
+    /// stops, and only a restart (which rebuilds from the log) serves again.
+    pub fn failed(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
+    }
+
     /// Waits until every group durable now is visible to readers (normally well under a
     /// millisecond: one index batch). Call before reading.
     ///

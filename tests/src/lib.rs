@@ -46,7 +46,37 @@ pub struct Node {
 impl Node {
     /// Starts `ledger-node run` on a free port with `data_dir`; `extra` adds flags.
     pub fn start(data_dir: &Path, extra: &[&str]) -> anyhow::Result<Node> {
-        let mut cmd = Command::new(bin("ledger-node")?);
+        Node::spawn(Command::new(bin("ledger-node")?), data_dir, extra)
+    }
+
+    /// Starts the node as [`Node::start`] does, but no file it writes may grow past
+    /// `bytes`: a disk that refuses writes, as a full one does. (`RLIMIT_FSIZE` through
+    /// util-linux's `prlimit`, with `SIGXFSZ` ignored so that a write past the limit fails
+    /// with `EFBIG` instead of killing the process.)
+    pub fn start_with_file_size_limit(
+        data_dir: &Path,
+        extra: &[&str],
+        bytes: u64,
+    ) -> anyhow::Result<Node> {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", r#"trap "" XFSZ; exec prlimit --fsize="$0" -- "$@""#])
+            .arg(bytes.to_string())
+            .arg(bin("ledger-node")?);
+        let node = Node::spawn(cmd, data_dir, extra)?;
+        // The limit is what makes a test of it meaningful: check that it holds.
+        let pid = node.pid().context("node pid")?;
+        let limits = std::fs::read_to_string(format!("/proc/{pid}/limits"))?;
+        let line = limits
+            .lines()
+            .find(|l| l.starts_with("Max file size"))
+            .context("no file size limit in /proc/PID/limits")?;
+        if line.split_whitespace().nth(3) != Some(bytes.to_string().as_str()) {
+            bail!("the node runs without the file size limit of {bytes} bytes: {line}");
+        }
+        Ok(node)
+    }
+
+    fn spawn(mut cmd: Command, data_dir: &Path, extra: &[&str]) -> anyhow::Result<Node> {
         // The node stops when this process's end of its stdin closes: even a test that is
         // killed leaves no node running.
         cmd.args(["run", "--stop-on-stdin-close"]);
@@ -159,7 +189,8 @@ impl Node {
         self.wait_exit()
     }
 
-    fn wait_exit(&mut self) -> anyhow::Result<Option<i32>> {
+    /// Waits (up to 30 s) for a node that stops by itself; returns the exit code.
+    pub fn wait_exit(&mut self) -> anyhow::Result<Option<i32>> {
         match self.child.take() {
             None => Ok(None),
             Some(c) => wait_exit(c),

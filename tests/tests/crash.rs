@@ -24,6 +24,12 @@
 //!
 //! `CRASH_SEED` replays a run (the seed is printed first); `CRASH_CYCLES` sets the number
 //! of kill/restart cycles (default 20; `scripts/crash-soak` runs 200).
+//!
+//! A second test makes the disk refuse writes instead: the node runs with no file allowed
+//! to grow past a limit just above the store's size, as on a disk that fills up. A write
+//! to the log (or the index) then fails; the node must answer the appends waiting on it
+//! with an error, refuse later ones, stop by itself with exit code 1 and say why, and the
+//! restart must pass the same checks as after a SIGKILL.
 
 use anyhow::{bail, ensure, Context, Result};
 use ledger_core::{Body, Event, EventId};
@@ -48,6 +54,12 @@ const CLIENTS_PER_SITE: usize = 3;
 const CHAIN_REQUESTS: u32 = 100;
 /// The node is killed this long after the clients start appending (ms, half-open range).
 const KILL_AFTER_MS: (u64, u64) = (100, 500);
+/// The disk test's file size limit: this far above the largest file in the store when the
+/// node starts. The log keeps 1 MiB of zeros ahead of its records, so its first extension
+/// fits and the second fails, after about 1 MiB of new records.
+const DISK_HEADROOM_BYTES: u64 = 3 << 19;
+/// Longest the disk test's clients may append before the disk refuses.
+const DISK_FILL_DEADLINE: Duration = Duration::from_secs(120);
 /// Every this many cycles (and on the last) the recovered state is re-read in full.
 const FULL_CHECK_EVERY: usize = 10;
 /// Longest any single call may take before the test calls the node hung.
@@ -76,13 +88,37 @@ async fn acknowledged_appends_survive_sigkill() {
     };
     println!("crash test: seed {seed}, {cycles} cycles (replay with CRASH_SEED={seed})");
     let started = Instant::now();
-    if let Err(e) = run(seed, cycles).await {
+    if let Err(e) = run(seed, &vec![Plan::Kill; cycles]).await {
         panic!("crash test failed (replay with CRASH_SEED={seed} CRASH_CYCLES={cycles}): {e:#}");
     }
     println!(
         "crash test: seed {seed}, {cycles} cycles passed in {:.1} s",
         started.elapsed().as_secs_f64()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_appends_survive_a_disk_that_refuses_writes() {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1);
+    // Refused twice, with a SIGKILL between: recovery from one failure must leave a store
+    // that survives the next.
+    let plan = [Plan::DiskRefuses, Plan::Kill, Plan::DiskRefuses];
+    if let Err(e) = run(seed, &plan).await {
+        panic!("disk test failed (seed {seed}): {e:#}");
+    }
+}
+
+/// How a cycle stops the node under load.
+#[derive(Debug, Clone, Copy)]
+enum Plan {
+    /// SIGKILL at a random moment.
+    Kill,
+    /// Restart the node with a file size limit ([`DISK_HEADROOM_BYTES`] above the store's
+    /// largest file) and let the clients append until a write fails and the node stops.
+    DiskRefuses,
 }
 
 /// SplitMix64: a tiny deterministic generator, so a printed seed replays the run's choices.
@@ -276,8 +312,15 @@ impl Client {
     }
 
     /// Appends until the node dies; returns the acknowledged appends. The request that was
-    /// unanswered at the kill stays in `self.pending`.
-    async fn run(mut self, mut api: Api, killed: Arc<AtomicBool>) -> Result<(Client, Vec<Ack>)> {
+    /// unanswered at the kill stays in `self.pending`. With `until_refused` the client
+    /// instead appends until the node answers an append with an unknown outcome (the disk
+    /// refused a write), and keeps that request in `self.pending`.
+    async fn run(
+        mut self,
+        mut api: Api,
+        killed: Arc<AtomicBool>,
+        until_refused: bool,
+    ) -> Result<(Client, Vec<Ack>)> {
         let mut acks = Vec::new();
         while !killed.load(Ordering::SeqCst) {
             let p = self.next_request();
@@ -295,7 +338,9 @@ impl Client {
                         receipt,
                     });
                 }
-                Err(s) if killed.load(Ordering::SeqCst) && unknown_outcome(&s) => {
+                Err(s)
+                    if (until_refused || killed.load(Ordering::SeqCst)) && unknown_outcome(&s) =>
+                {
                     self.pending = Some(p);
                     break;
                 }
@@ -660,6 +705,21 @@ async fn read_chain(api: &mut Api, coi: &str) -> Result<(Vec<pb::Event>, pb::Ver
     Ok((events, verdict))
 }
 
+/// Size of the largest file under `dir`.
+fn largest_file(dir: &std::path::Path) -> Result<u64> {
+    let mut largest = 0;
+    for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        largest = largest.max(if meta.is_dir() {
+            largest_file(&entry.path())?
+        } else {
+            meta.len()
+        });
+    }
+    Ok(largest)
+}
+
 /// The last lines the node wrote, for a failure report.
 fn log_tail(node: &Node) -> String {
     let lines: Vec<String> = node.log.try_iter().collect();
@@ -670,7 +730,8 @@ fn start(dir: &std::path::Path) -> Result<Node> {
     tokio::task::block_in_place(|| Node::start(dir, &[]))
 }
 
-async fn run(seed: u64, cycles: usize) -> Result<()> {
+async fn run(seed: u64, plan: &[Plan]) -> Result<()> {
+    let cycles = plan.len();
     let dir = tempfile::tempdir()?;
     let mut rng = SplitMix64(seed);
     let mut node = start(dir.path())?;
@@ -694,10 +755,11 @@ async fn run(seed: u64, cycles: usize) -> Result<()> {
         }
     }
     let mut model = Model::default();
-    for cycle in 1..=cycles {
+    for (cycle, &how) in (1..=cycles).zip(plan) {
         let result = run_cycle(
             cycle,
             cycle % FULL_CHECK_EVERY == 0 || cycle == cycles,
+            how,
             &mut rng,
             dir.path(),
             &mut node,
@@ -723,6 +785,7 @@ async fn run(seed: u64, cycles: usize) -> Result<()> {
 async fn run_cycle(
     cycle: usize,
     read_all: bool,
+    how: Plan,
     rng: &mut SplitMix64,
     dir: &std::path::Path,
     node: &mut Node,
@@ -731,7 +794,15 @@ async fn run_cycle(
     clients: &mut Vec<Client>,
     model: &mut Model,
 ) -> Result<()> {
-    let kill_after = rng.range(KILL_AFTER_MS);
+    let until_refused = matches!(how, Plan::DiskRefuses);
+    let mut limit = 0;
+    if until_refused {
+        let code = tokio::task::block_in_place(|| node.stop())?;
+        ensure!(code == Some(0), "the node exited with {code:?} on SIGTERM");
+        limit = largest_file(&dir.join("store"))? + DISK_HEADROOM_BYTES;
+        *node = tokio::task::block_in_place(|| Node::start_with_file_size_limit(dir, &[], limit))
+            .context("starting the node with a file size limit")?;
+    }
     let killed = Arc::new(AtomicBool::new(false));
     let mut apis = Vec::new();
     for c in clients.iter() {
@@ -739,20 +810,50 @@ async fn run_cycle(
     }
     let mut tasks = Vec::new();
     for (c, api) in std::mem::take(clients).into_iter().zip(apis) {
-        tasks.push(tokio::spawn(c.run(api, killed.clone())));
+        tasks.push(tokio::spawn(c.run(api, killed.clone(), until_refused)));
     }
-    // The random kill point (not synchronisation: the clients run until the node dies).
-    tokio::time::sleep(Duration::from_millis(kill_after)).await;
-    killed.store(true, Ordering::SeqCst);
-    tokio::task::block_in_place(|| node.kill());
+    let (mut stopped, deadline) = match how {
+        Plan::Kill => {
+            // The random kill point (not synchronisation: the clients run until the node
+            // dies).
+            let kill_after = rng.range(KILL_AFTER_MS);
+            tokio::time::sleep(Duration::from_millis(kill_after)).await;
+            killed.store(true, Ordering::SeqCst);
+            tokio::task::block_in_place(|| node.kill());
+            (format!("killed after {kill_after} ms"), CALL_DEADLINE)
+        }
+        // The clients run until the disk refuses.
+        Plan::DiskRefuses => (
+            format!("disk refused past {limit} bytes"),
+            DISK_FILL_DEADLINE,
+        ),
+    };
     let mut acked = Vec::new();
     for t in tasks {
-        let (c, acks) = tokio::time::timeout(CALL_DEADLINE, t)
+        let (c, acks) = tokio::time::timeout(deadline, t)
             .await
-            .context("a client did not stop after the kill")??
+            .with_context(|| format!("a client did not stop within {deadline:?} ({stopped})"))??
             .context("client")?;
         acked.extend(acks);
         clients.push(c);
+    }
+    if until_refused {
+        let code = tokio::task::block_in_place(|| node.wait_exit())
+            .context("the node did not stop by itself after the disk refused a write")?;
+        let said: Vec<String> = node.log.try_iter().collect();
+        let failure = ["storage failure", "index failure"]
+            .into_iter()
+            .find(|f| said.iter().any(|l| l.contains(f)));
+        ensure!(
+            code == Some(1) && failure.is_some(),
+            "after the disk refused a write the node exited with {code:?} (want 1, after logging a storage or index failure); its log:\n{}",
+            said[said.len().saturating_sub(40)..].join("\n")
+        );
+        ensure!(
+            clients.iter().all(|c| c.pending.is_some()),
+            "every client stops at an append the node could not store"
+        );
+        stopped = format!("{stopped} ({} logged)", failure.unwrap_or_default());
     }
     let unknown: Vec<Pending> = clients.iter().filter_map(|c| c.pending.clone()).collect();
 
@@ -849,7 +950,7 @@ async fn run_cycle(
         .context("after retrying the requests in flight")?;
 
     println!(
-        "cycle {cycle}: killed after {kill_after} ms; {} acknowledged, {} in flight ({n_were_stored} had been stored, {n_appended} appended on retry); restart {restart_ms} ms; feeds {}{}",
+        "cycle {cycle}: {stopped}; {} acknowledged, {} in flight ({n_were_stored} had been stored, {n_appended} appended on retry); restart {restart_ms} ms; feeds {}{}",
         acked.len(),
         unknown.len(),
         model
