@@ -841,19 +841,29 @@ async fn run_cycle(
         let code = tokio::task::block_in_place(|| node.wait_exit())
             .context("the node did not stop by itself after the disk refused a write")?;
         let said: Vec<String> = node.log.try_iter().collect();
-        let failure = ["storage failure", "index failure"]
-            .into_iter()
-            .find(|f| said.iter().any(|l| l.contains(f)));
+        // Which write the disk refused first: sled's file usually grows past the limit
+        // before the log's next 1 MiB of zeros does. Either way the node must say that the
+        // disk is full.
+        let failure = [
+            ("index failure", "the index write failed"),
+            ("storage failure: refusing", "the log write failed"),
+        ]
+        .into_iter()
+        .find(|(line, _)| {
+            said.iter()
+                .any(|l| l.contains(line) && l.contains("the disk is full"))
+        })
+        .map(|(_, what)| what);
         ensure!(
             code == Some(1) && failure.is_some(),
-            "after the disk refused a write the node exited with {code:?} (want 1, after logging a storage or index failure); its log:\n{}",
+            "after the disk refused a write the node exited with {code:?} (want 1, after logging a failed write and that the disk is full); its log:\n{}",
             said[said.len().saturating_sub(40)..].join("\n")
         );
         ensure!(
             clients.iter().all(|c| c.pending.is_some()),
             "every client stops at an append the node could not store"
         );
-        stopped = format!("{stopped} ({} logged)", failure.unwrap_or_default());
+        stopped = format!("{stopped}: {}", failure.unwrap_or_default());
     }
     let unknown: Vec<Pending> = clients.iter().filter_map(|c| c.pending.clone()).collect();
 

@@ -217,7 +217,9 @@ fn rebuild_index_refuses_a_running_node_and_gives_the_same_answers() {
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(o.stdout.is_empty(), "{}", text(&o));
     assert!(
-        String::from_utf8_lossy(&o.stderr).contains("if another node runs on this store stop it"),
+        String::from_utf8_lossy(&o.stderr).contains(
+            "another process holds this store: if another node runs on it, stop that node"
+        ),
         "{}",
         text(&o)
     );

@@ -462,6 +462,13 @@ impl LogWriter {
         self.failed = true;
     }
 
+    /// From now on every write fails (the file is reopened read-only), as on a disk that
+    /// refuses writes.
+    #[cfg(test)]
+    pub(super) fn refuse_writes(&mut self) {
+        self.file = File::open(&self.path).expect("reopening the log read-only");
+    }
+
     /// Writes `frames` (`n_records` complete records) at the end and fdatasyncs once.
     ///
     /// On any error the writer is marked failed: after a failed fsync the page cache may

@@ -152,18 +152,54 @@ pub enum BadRecord {
     Event { reason: String },
 }
 
+/// Whether an I/O error says the disk (or a file size limit) has no room.
+fn is_full(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    matches!(
+        e.kind(),
+        ErrorKind::StorageFull | ErrorKind::FileTooLarge | ErrorKind::QuotaExceeded
+    )
+}
+
+const FULL_ADVICE: &str =
+    "the disk is full (or a file size limit was reached): free space, then restart the node";
+
+fn io_advice(e: &std::io::Error) -> &'static str {
+    if is_full(e) {
+        FULL_ADVICE
+    } else {
+        "check the disk and the permissions on the data directory"
+    }
+}
+
+/// What an operator should do about a sled error: a full disk, a store held by another
+/// process and a damaged index need different things.
+fn sled_advice(e: &sled::Error) -> &'static str {
+    match e {
+        sled::Error::Io(io) if is_full(io) => FULL_ADVICE,
+        // sled reports a store locked by another process as an I/O error of kind Other.
+        sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+            "another process holds this store: if another node runs on it, stop that node"
+        }
+        sled::Error::Io(_) => {
+            "check the disk and the permissions on the data directory, then restart the node, which rebuilds the index from the log"
+        }
+        _ => "stop the node and run `ledger-node rebuild-index`",
+    }
+}
+
 /// The disk or the index is wrong, or a commit broke a limit. Ledger-level problems are
 /// not here: they are decided before anything reaches the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("{op} {}: {source}; check the disk and the permissions on the data directory", path.display())]
+    #[error("{op} {}: {source}; {}", path.display(), io_advice(source))]
     Io {
         op: &'static str,
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("index {}: {source}; if another node runs on this store stop it, otherwise stop this one and run `ledger-node rebuild-index`", path.display())]
+    #[error("index {}: {source}; {}", path.display(), sled_advice(source))]
     Sled {
         path: PathBuf,
         #[source]
@@ -882,5 +918,94 @@ fn reindex_all(
         if done {
             return Ok(n_indexed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Error, ErrorKind};
+
+    /// A log write that fails leaves nothing of itself behind, and the store refuses every
+    /// later write until it is reopened: after a failed write or sync the page cache may
+    /// hold bytes that never reach the disk, so only a fresh read of the file is safe.
+    #[test]
+    fn a_failed_log_write_is_never_read_and_later_writes_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = StoreConfig {
+            dir: dir.path().join("store"),
+            sled_cache_bytes: 4 * 1024 * 1024,
+            preallocate: true,
+        };
+        let records: Vec<Record> = fixtures::synth::synth(30)
+            .events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| Record {
+                event: e.clone(),
+                request_id: Some(format!("req-{i}")),
+            })
+            .collect();
+        let (store, _) = Store::open(&cfg, |_| {}).unwrap();
+        store.commit(&records[..10]).unwrap();
+        store.log.lock().unwrap().refuse_writes();
+
+        match store.commit(&records[10..20]) {
+            Err(StoreError::Io { op: "writing", .. }) => {}
+            other => panic!("a write to a log that refuses writes gave {other:?}"),
+        }
+        match store.commit(&records[20..]) {
+            Err(StoreError::Poisoned { .. }) => {}
+            other => panic!("a write after a failed one gave {other:?}"),
+        }
+        drop(store);
+
+        let mut seen = Vec::new();
+        let (store, report) = Store::open(&cfg, |r| seen.push(r.event.id())).unwrap();
+        let first: Vec<_> = records[..10].iter().map(|r| r.event.id()).collect();
+        assert_eq!(seen, first);
+        assert_eq!(report.cut_bytes, 0);
+        // The store works again after the reopen, from where the last good write ended.
+        store.commit(&records[10..20]).unwrap();
+        drop(store);
+        let mut seen = Vec::new();
+        Store::open(&cfg, |r| seen.push(r.event.id())).unwrap();
+        let twenty: Vec<_> = records[..20].iter().map(|r| r.event.id()).collect();
+        assert_eq!(seen, twenty);
+    }
+
+    #[test]
+    fn store_errors_say_what_to_do_about_their_cause() {
+        let path = PathBuf::from("/data/store/events.log");
+        let io = |kind| StoreError::Io {
+            op: "writing",
+            path: path.clone(),
+            source: Error::from(kind),
+        };
+        let sled = |source| StoreError::Sled {
+            path: path.clone(),
+            source,
+        };
+        for kind in [ErrorKind::StorageFull, ErrorKind::FileTooLarge] {
+            assert!(io(kind).to_string().ends_with("; the disk is full (or a file size limit was reached): free space, then restart the node"), "{}", io(kind));
+            let e = sled(sled::Error::Io(Error::from(kind)));
+            assert!(e.to_string().contains("; the disk is full"), "{e}");
+        }
+        assert!(io(ErrorKind::PermissionDenied)
+            .to_string()
+            .ends_with("; check the disk and the permissions on the data directory"));
+        let locked = sled(sled::Error::Io(Error::other(
+            "could not acquire lock on \"/data/store/index/db\": WouldBlock",
+        )));
+        assert!(
+            locked.to_string().ends_with(
+                "another process holds this store: if another node runs on it, stop that node"
+            ),
+            "{locked}"
+        );
+        let bug = sled(sled::Error::ReportableBug("x".into()));
+        assert!(bug
+            .to_string()
+            .ends_with("stop the node and run `ledger-node rebuild-index`"));
     }
 }
