@@ -55,8 +55,9 @@ const CHAIN_REQUESTS: u32 = 100;
 /// The node is killed this long after the clients start appending (ms, half-open range).
 const KILL_AFTER_MS: (u64, u64) = (100, 500);
 /// The disk test's file size limit: this far above the largest file in the store when the
-/// node starts. The log keeps 1 MiB of zeros ahead of its records, so its first extension
-/// fits and the second fails, after about 1 MiB of new records.
+/// node starts, so some appends succeed first (the log keeps 1 MiB of zeros ahead of its
+/// records, so its first extension fits). sled's file usually reaches the limit before
+/// the log's second extension does.
 const DISK_HEADROOM_BYTES: u64 = 3 << 19;
 /// Longest the disk test's clients may append before the disk refuses.
 const DISK_FILL_DEADLINE: Duration = Duration::from_secs(120);
@@ -69,16 +70,7 @@ const READ_CONCURRENCY: usize = 16;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_appends_survive_sigkill() {
-    let seed = match std::env::var("CRASH_SEED") {
-        Ok(s) => s
-            .trim()
-            .parse::<u64>()
-            .expect("CRASH_SEED must be an unsigned integer"),
-        Err(_) => std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(1),
-    };
+    let seed = seed();
     let cycles = match std::env::var("CRASH_CYCLES") {
         Ok(s) => s
             .trim()
@@ -99,15 +91,26 @@ async fn acknowledged_appends_survive_sigkill() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_appends_survive_a_disk_that_refuses_writes() {
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(1);
+    let seed = seed();
     // Refused twice, with a SIGKILL between: recovery from one failure must leave a store
     // that survives the next.
     let plan = [Plan::DiskRefuses, Plan::Kill, Plan::DiskRefuses];
     if let Err(e) = run(seed, &plan).await {
-        panic!("disk test failed (seed {seed}): {e:#}");
+        panic!("disk test failed (replay with CRASH_SEED={seed}): {e:#}");
+    }
+}
+
+/// `CRASH_SEED`, or a fresh seed from the clock.
+fn seed() -> u64 {
+    match std::env::var("CRASH_SEED") {
+        Ok(s) => s
+            .trim()
+            .parse::<u64>()
+            .expect("CRASH_SEED must be an unsigned integer"),
+        Err(_) => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1),
     }
 }
 
@@ -858,10 +861,6 @@ async fn run_cycle(
             code == Some(1) && failure.is_some(),
             "after the disk refused a write the node exited with {code:?} (want 1, after logging a failed write and that the disk is full); its log:\n{}",
             said[said.len().saturating_sub(40)..].join("\n")
-        );
-        ensure!(
-            clients.iter().all(|c| c.pending.is_some()),
-            "every client stops at an append the node could not store"
         );
         stopped = format!("{stopped}: {}", failure.unwrap_or_default());
     }
