@@ -37,6 +37,10 @@ pub struct Limits {
     /// store when they are next appended to. Bounds the node's memory; 0 keeps only chains
     /// with appends in flight.
     pub chain_clock_entries: usize,
+    /// How long a stopping node waits for open calls before it closes them. Appends finish
+    /// in milliseconds; streams a client keeps open (a health watch, an export to a stalled
+    /// reader) would otherwise hold the stop forever.
+    pub shutdown_grace_ms: u64,
 }
 
 impl Default for Limits {
@@ -48,6 +52,7 @@ impl Default for Limits {
             calls_per_second_per_token: 100_000,
             request_bytes_max: 4 * 1024 * 1024,
             chain_clock_entries: crate::ledger::CLOCK_BUDGET_DEFAULT,
+            shutdown_grace_ms: 10_000,
         }
     }
 }
@@ -236,6 +241,13 @@ impl Config {
         if l.chain_clock_entries > 100_000_000 {
             return invalid("limits.chain_clock_entries", "must be 0 to 100,000,000");
         }
+        if !(100..=600_000).contains(&l.shutdown_grace_ms) {
+            // Under 100 ms an append in flight could be cut off before its answer is sent.
+            return invalid(
+                "limits.shutdown_grace_ms",
+                "must be 100 to 600,000 (ten minutes)",
+            );
+        }
         if self.sled_cache_mib == 0 || self.sled_cache_mib > 64 * 1024 {
             return invalid("sled_cache_mib", "must be 1 to 65536");
         }
@@ -389,6 +401,14 @@ mod tests {
             e.contains(
                 "limits.calls_per_second_per_token: must be at least limits.append_batch_max (500)"
             ),
+            "{e}"
+        );
+        std::fs::write(&f, "[limits]\nshutdown_grace_ms = 0\n").unwrap();
+        let e = Config::load(Some(&f), NoOverrides {})
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("limits.shutdown_grace_ms: must be 100 to 600,000"),
             "{e}"
         );
         std::fs::write(&f, "listn = \"x\"\n").unwrap();

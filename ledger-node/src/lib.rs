@@ -176,7 +176,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
             .context("configuring TLS")?;
         tracing::info!(cert = %cert.display(), "serving gRPC over TLS");
     }
-    server
+    let serve = server
         .layer(tower::util::MapResponseLayer::new(
             grpc::status::remap_size_errors,
         ))
@@ -188,8 +188,27 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
             // for ~40 ms on a quiet connection.
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             shutdown.cancelled(),
-        )
-        .await?;
+        );
+    // The server stops taking calls at once but waits for the open ones, and a stream a
+    // client keeps open (a health watch) never ends by itself: it gets a grace period.
+    // Health watchers and load balancers learn of the stop first.
+    let grace = std::time::Duration::from_millis(cfg.limits.shutdown_grace_ms);
+    let grace_over = async {
+        shutdown.cancelled().await;
+        health_reporter
+            .set_not_serving::<proto::v1::ledger_service_server::LedgerServiceServer<grpc::service::LedgerApi>>()
+            .await;
+        health_reporter
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        served = serve => served?,
+        () = grace_over => {
+            tracing::warn!(grace_ms = cfg.limits.shutdown_grace_ms, "calls still open when the shutdown grace ran out (streams such as health watches): closing them");
+        }
+    }
     tracing::info!("shutting down: finishing appends in flight");
     // The replication tasks hold the pipeline; they end on the same cancellation.
     for task in replication {
@@ -201,6 +220,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         }
     }
     let failed = pipeline.failed();
+    pipeline.close().await;
     drop(pipeline);
     tokio::task::spawn_blocking(move || committer.join())
         .await?

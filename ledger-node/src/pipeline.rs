@@ -60,6 +60,13 @@ struct Job {
     reply: oneshot::Sender<Result<(), String>>,
 }
 
+/// What the committer's queue carries.
+enum Msg {
+    Job(Job),
+    /// Take no more jobs; write those already queued, then end (see [`Pipeline::close`]).
+    Close,
+}
+
 /// The append path and the shared state behind the gRPC service.
 #[derive(Clone)]
 pub struct Pipeline {
@@ -69,7 +76,7 @@ pub struct Pipeline {
     /// [`Ledger::indexed_epoch`], read before a request id is looked up outside the lock.
     indexed_epoch: Arc<AtomicU64>,
     store: Arc<Store>,
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::Sender<Msg>,
     committed: broadcast::Sender<Arc<Committed>>,
     stopped: Arc<AtomicBool>,
     queue_depth: usize,
@@ -218,8 +225,9 @@ pub fn now() -> Timestamp {
 }
 
 impl Pipeline {
-    /// Starts the committer thread. It ends when every `Pipeline` clone is dropped and the
-    /// queue is drained; join the returned handle to wait for the last fdatasync.
+    /// Starts the committer thread. It ends when every `Pipeline` clone is dropped, or after
+    /// [`Pipeline::close`], once the queue is drained; join the returned handle to wait for
+    /// the last fdatasync.
     pub fn start(
         ledger: Ledger,
         store: Arc<Store>,
@@ -302,6 +310,14 @@ impl Pipeline {
 
     pub fn store(&self) -> &Arc<Store> {
         &self.store
+    }
+
+    /// Stops taking appends (later ones are refused) and lets the committer end once it has
+    /// written every append already queued. For a stopping node whose gRPC connections may
+    /// outlive the server (a client holding a stream open keeps its clone of the service).
+    pub async fn close(&self) {
+        // Fails only when the committer has already ended.
+        let _ = self.jobs.send(Msg::Close).await;
     }
 
     /// Whether a write to the log or the index failed: the node then refuses appends and
@@ -473,7 +489,7 @@ impl Pipeline {
         let (reply, answer) = oneshot::channel();
         // Sent under the lock: queue order is sequencing order.
         self.writer.queued.fetch_add(1, Ordering::AcqRel);
-        permit.send(Job { prepared, reply });
+        permit.send(Msg::Job(Job { prepared, reply }));
         drop(ledger);
         (results, Pending::Queued(answer))
     }
@@ -602,7 +618,7 @@ impl Pipeline {
                     let (reply, answer) = oneshot::channel();
                     // Sent under the lock: queue order is sequencing order.
                     self.writer.queued.fetch_add(1, Ordering::AcqRel);
-                    permit.send(Job { prepared, reply });
+                    permit.send(Msg::Job(Job { prepared, reply }));
                     pending.push((results.len(), answer));
                 }
             }
@@ -642,7 +658,7 @@ pub const CATCH_UP_DEADLINE: std::time::Duration = std::time::Duration::from_sec
 pub const PREPARE_CHUNK: usize = 32;
 
 struct Committer {
-    rx: mpsc::Receiver<Job>,
+    rx: mpsc::Receiver<Msg>,
     writer: Arc<Writer>,
     group_max: usize,
     indexer: Option<std::thread::JoinHandle<()>>,
@@ -709,10 +725,12 @@ impl Committer {
     fn gather(&mut self, jobs: &mut Vec<Job>, n: &mut usize) {
         while *n < self.group_max {
             match self.rx.try_recv() {
-                Ok(job) => {
+                Ok(Msg::Job(job)) => {
                     *n += job.prepared.len();
                     jobs.push(job);
                 }
+                // Jobs already queued still come out of a closed channel.
+                Ok(Msg::Close) => self.rx.close(),
                 Err(_) => break,
             }
         }
@@ -720,7 +738,15 @@ impl Committer {
 
     fn run(mut self) {
         let w = self.writer.clone();
-        while let Some(first) = self.rx.blocking_recv() {
+        // Ends when every sender is gone, or after `Close` once the queue is empty.
+        while let Some(msg) = self.rx.blocking_recv() {
+            let first = match msg {
+                Msg::Job(job) => job,
+                Msg::Close => {
+                    self.rx.close();
+                    continue;
+                }
+            };
             let mut n = first.prepared.len();
             let mut jobs = vec![first];
             self.gather(&mut jobs, &mut n);

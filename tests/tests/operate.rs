@@ -1,5 +1,6 @@
 //! Operating the node: SIGTERM finishes the appends in flight and exits 0 with nothing lost,
-//! also when whatever read its log has gone away;
+//! also when whatever read its log has gone away, and a health watch held open learns of
+//! the stop and cannot hold it up;
 //! WatchChain streams a chain from any position and then each new event as it is stored;
 //! the Prometheus endpoint counts appends.
 
@@ -307,6 +308,52 @@ async fn watch_streams_from_a_position_then_live() {
         status.message(),
         "the node is stopping; resume the watch with from_position 5"
     );
+}
+
+/// A client holding a health watch open learns that the node is stopping (NOT_SERVING),
+/// and cannot hold the stop up: the node closes the watch when its shutdown grace runs out
+/// and exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_health_watch_learns_of_the_stop_and_cannot_hold_it_up() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("node.toml");
+    std::fs::write(&config, "[limits]\nshutdown_grace_ms = 300\n").expect("config");
+    let mut node = Node::start(
+        &dir.path().join("data"),
+        &["--config", config.to_str().expect("utf-8 path")],
+    )
+    .expect("node");
+    let channel = Channel::from_shared(node.addr.clone())
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let mut health = HealthClient::new(channel);
+    let mut watches = Vec::new();
+    // The node's overall status ("") and the ledger service's.
+    for service in ["", "ledger.v1.LedgerService"] {
+        let mut watch = health
+            .watch(HealthCheckRequest {
+                service: service.to_owned(),
+            })
+            .await
+            .expect("watch")
+            .into_inner();
+        let first = watch.message().await.expect("a status").expect("a status");
+        assert_eq!(first.status(), ServingStatus::Serving, "{service:?}");
+        watches.push(watch);
+    }
+    let stopping = tokio::task::spawn_blocking(move || node.stop());
+    for watch in &mut watches {
+        let next = watch.message().await.expect("a status").expect("a status");
+        assert_eq!(next.status(), ServingStatus::NotServing);
+    }
+    // The watches are still open here: the node must close them itself.
+    let stopped = stopping.await.expect("join").expect("the node stops");
+    assert_eq!(stopped, Some(0));
+    drop(watches);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
