@@ -206,7 +206,7 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("ledger-node: {e:#}");
+                eprintln!("ledger-node: {}", explain(&e));
                 ExitCode::from(2)
             }
         },
@@ -314,8 +314,8 @@ fn main() -> ExitCode {
             match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    tracing::error!("{e:#}");
-                    eprintln!("ledger-node: {e:#}");
+                    tracing::error!("{}", explain(&e));
+                    eprintln!("ledger-node: {}", explain(&e));
                     ExitCode::from(1)
                 }
             }
@@ -323,11 +323,25 @@ fn main() -> ExitCode {
     }
 }
 
+/// An error and its causes, each said once: most of the node's errors already name their
+/// cause in their own message (anyhow's `{:#}` would repeat it).
+fn explain(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
+}
+
 fn verify_store(cfg: &Config, json: bool) -> ExitCode {
     let network = match ledger_node::load_network(cfg) {
         Ok(n) => n,
         Err(e) => {
-            eprintln!("ledger-node: {e:#}");
+            eprintln!("ledger-node: {}", explain(&e));
             return ExitCode::from(2);
         }
     };

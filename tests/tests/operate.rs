@@ -167,6 +167,33 @@ fn spawn_node(dir: &std::path::Path, extra: &[&str]) -> std::process::Child {
         .expect("spawn ledger-node")
 }
 
+/// A second node on a store a running node holds is refused with exit code 1, and its last
+/// line says why and what to do, each once.
+#[test]
+fn a_second_node_on_the_same_store_is_refused_and_says_why() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut first = Node::start(dir.path(), &[]).expect("node");
+    let second = spawn_node(dir.path(), &[])
+        .wait_with_output()
+        .expect("second node");
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(last.starts_with("ledger-node: index "), "{stderr}");
+    assert!(
+        last.ends_with(
+            "; another process holds this store: if another node runs on it, stop that node"
+        ),
+        "{stderr}"
+    );
+    assert_eq!(
+        last.matches("could not acquire lock").count(),
+        1,
+        "{stderr}"
+    );
+    assert_eq!(first.stop().expect("the first node stops"), Some(0));
+}
+
 #[test]
 fn sigterm_stops_the_node_after_its_log_reader_is_gone() {
     use std::io::BufRead;
