@@ -357,6 +357,27 @@ fn read(path: &Path) -> Result<Vec<u8>, NetworkError> {
     std::fs::read(path).map_err(|e| io(path, e))
 }
 
+/// Reads a site key or a token, refusing one that other users could read or change: with
+/// a site's key anyone on the machine could sign custody events as that site.
+fn read_secret(path: &Path) -> Result<Vec<u8>, NetworkError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .map_err(|e| io(path, e))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(invalid(
+            path,
+            format!(
+                "is open to other users (mode {:04o}); a secret must be its owner's alone: chmod 600 {}",
+                mode & 0o7777,
+                path.display()
+            ),
+        ));
+    }
+    read(path)
+}
+
 fn files_with(dir: &Path, ext: &str) -> Result<Vec<PathBuf>, NetworkError> {
     if !dir.exists() {
         return Ok(Vec::new());
@@ -434,7 +455,10 @@ pub fn load(dir: &Path, sites: &[SiteId]) -> Result<Network, NetworkError> {
                 dir: dir.to_owned(),
             });
         }
-        let key = SecretKey::from_seed(&unhex32(&path, &String::from_utf8_lossy(&read(&path)?))?);
+        let key = SecretKey::from_seed(&unhex32(
+            &path,
+            &String::from_utf8_lossy(&read_secret(&path)?),
+        )?);
         let role = certificates
             .iter()
             .find(|c| c.site == site && c.key == key.public())
@@ -464,7 +488,9 @@ pub fn load(dir: &Path, sites: &[SiteId]) -> Result<Network, NetworkError> {
                 Principal::Site(SiteId::parse(site).map_err(|e| invalid(&path, e.to_string()))?)
             }
         };
-        let token = String::from_utf8_lossy(&read(&path)?).trim().to_owned();
+        let token = String::from_utf8_lossy(&read_secret(&path)?)
+            .trim()
+            .to_owned();
         if token.len() < 32 {
             return Err(invalid(&path, "a token must be at least 32 characters"));
         }
@@ -573,6 +599,36 @@ mod tests {
             names_in(&dir.join("tokens")).len(),
             DEV_SITES.len() + READER_TOKENS.len()
         );
+    }
+
+    #[test]
+    fn a_key_or_token_open_to_other_users_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let id = NetworkId::parse("dev-net").unwrap();
+        create_dev(dir.path(), &id, Timestamp(1_800_000_000_000)).unwrap();
+        for (file, mode) in [
+            ("sites/clinic-a.key", 0o644),
+            ("tokens/auditor.token", 0o640),
+            ("tokens/clinic-a.token", 0o602),
+        ] {
+            let path = dir.path().join(file);
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let err = load(dir.path(), &[]).unwrap_err().to_string();
+            assert_eq!(
+                err,
+                format!(
+                    "{}: is open to other users (mode {mode:04o}); a secret must be its owner's alone: chmod 600 {}",
+                    path.display(),
+                    path.display()
+                )
+            );
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        // Owner-only modes narrower than 0600 are fine.
+        let key = dir.path().join("sites/clinic-a.key");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o400)).unwrap();
+        load(dir.path(), &[]).unwrap();
     }
 
     #[test]
