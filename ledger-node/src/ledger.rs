@@ -60,6 +60,12 @@ pub enum AppendError {
     QueueFull { depth: usize },
     #[error("the node stopped accepting appends after a storage failure; restart it")]
     Stopped,
+    #[error("the node is stopping; retry with the same request id once it is back")]
+    Closing,
+    #[error(
+        "the node's index has not caught up with the appends it answered after {waited_s} s; retry"
+    )]
+    IndexBehind { waited_s: u64 },
     #[error("the event could not be written: {reason}; the node is stopping, restart it")]
     CommitFailed { reason: String },
     #[error("storage: {0}")]

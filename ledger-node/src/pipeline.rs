@@ -344,8 +344,12 @@ impl Pipeline {
             .is_ok_and(|r| r.is_ok());
         if caught_up {
             Ok(())
-        } else {
+        } else if self.stopped.load(Ordering::Acquire) {
             Err(AppendError::Stopped)
+        } else {
+            Err(AppendError::IndexBehind {
+                waited_s: CATCH_UP_DEADLINE.as_secs(),
+            })
         }
     }
 
@@ -432,11 +436,16 @@ impl Pipeline {
                     Pending::Nothing,
                 )
             }
+            // Closed by `close` (a stopping node), or the committer ended after a failure.
             Err(mpsc::error::TrySendError::Closed(())) => {
-                return (
-                    (0..n).map(|_| Err(AppendError::Stopped)).collect(),
-                    Pending::Nothing,
-                )
+                let e = || {
+                    if self.stopped.load(Ordering::Acquire) {
+                        AppendError::Stopped
+                    } else {
+                        AppendError::Closing
+                    }
+                };
+                return ((0..n).map(|_| Err(e())).collect(), Pending::Nothing);
             }
         };
         // Retries are found in the store before the lock (see `Looked`).

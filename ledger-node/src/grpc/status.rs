@@ -18,6 +18,8 @@ pub fn append_error(e: &AppendError) -> Status {
         AppendError::TooLarge { .. } | AppendError::QueueFull { .. } => Code::ResourceExhausted,
         AppendError::InFlight
         | AppendError::Stopped
+        | AppendError::Closing
+        | AppendError::IndexBehind { .. }
         | AppendError::CommitFailed { .. }
         | AppendError::FeedNotLearned { .. } => Code::Unavailable,
         AppendError::Storage(_) => Code::Internal,
@@ -49,4 +51,32 @@ pub fn remap_size_errors<B>(mut resp: http::Response<B>) -> http::Response<B> {
             .insert("grpc-status", http::HeaderValue::from_static("8"));
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client retries UNAVAILABLE; the message says whether the node failed, is stopping
+    /// or is only behind, since each asks something different of whoever reads it.
+    #[test]
+    fn why_an_append_or_read_is_unavailable_is_said_precisely() {
+        for (e, message) in [
+            (
+                AppendError::Stopped,
+                "the node stopped accepting appends after a storage failure; restart it",
+            ),
+            (
+                AppendError::Closing,
+                "the node is stopping; retry with the same request id once it is back",
+            ),
+            (
+                AppendError::IndexBehind { waited_s: 10 },
+                "the node's index has not caught up with the appends it answered after 10 s; retry",
+            ),
+        ] {
+            let s = append_error(&e);
+            assert_eq!((s.code(), s.message()), (Code::Unavailable, message));
+        }
+    }
 }
