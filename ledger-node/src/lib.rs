@@ -219,15 +219,14 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
             tracing::warn!("a replication task did not stop within 10 s");
         }
     }
-    let failed = pipeline.failed();
     pipeline.close().await;
-    drop(pipeline);
     tokio::task::spawn_blocking(move || committer.join())
         .await?
         .map_err(|_| anyhow::anyhow!("the committer thread panicked"))?;
-    // A supervisor must see this stop as a failure: restart the node (it rebuilds from the
-    // log) once the disk is mended.
-    if failed {
+    // After the committer: its last writes may be the ones that failed. A supervisor must
+    // see this stop as a failure: restart the node (it rebuilds from the log) once the
+    // disk is mended.
+    if pipeline.failed() {
         anyhow::bail!("stopped after a storage failure (the error is logged above); every acknowledged append is in the log, and a restart rebuilds the index from it");
     }
     tracing::info!("stopped");
