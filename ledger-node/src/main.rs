@@ -272,6 +272,13 @@ fn main() -> ExitCode {
             if no_metrics {
                 cfg.metrics_listen = None;
             }
+            // Every client connection takes a descriptor, and the soft limit a shell or a
+            // service manager starts a process with (often 1,024) is far below what the
+            // system allows; past it the server's accept loop spins until some are freed.
+            match rlimit::increase_nofile_limit(u64::MAX) {
+                Ok(n) => tracing::info!(open_files = n, "open files limit"),
+                Err(e) => tracing::warn!(error = %e, "could not raise the open files limit"),
+            }
             let mut builder = tokio::runtime::Builder::new_multi_thread();
             // An append's handler blocks its worker thread while it waits for the ledger
             // lock or a sled read, and a lone appender's worker for one fdatasync: with one

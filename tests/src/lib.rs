@@ -76,6 +76,18 @@ impl Node {
         Ok(node)
     }
 
+    /// Starts the node as [`Node::start`] does, under a resource limit set by util-linux's
+    /// `prlimit` (`limit` is one of its options, e.g. `--nofile=64:`).
+    pub fn start_with_prlimit(
+        data_dir: &Path,
+        extra: &[&str],
+        limit: &str,
+    ) -> anyhow::Result<Node> {
+        let mut cmd = Command::new("prlimit");
+        cmd.args([limit, "--"]).arg(bin("ledger-node")?);
+        Node::spawn(cmd, data_dir, extra)
+    }
+
     fn spawn(mut cmd: Command, data_dir: &Path, extra: &[&str]) -> anyhow::Result<Node> {
         // The node stops when this process's end of its stdin closes: even a test that is
         // killed leaves no node running.

@@ -167,6 +167,30 @@ fn spawn_node(dir: &std::path::Path, extra: &[&str]) -> std::process::Child {
         .expect("spawn ledger-node")
 }
 
+/// Every client connection takes a descriptor: the node raises its open-files soft limit,
+/// here started at 64, to the hard limit.
+#[test]
+fn the_node_raises_its_open_files_limit_to_the_hard_limit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut node = Node::start_with_prlimit(dir.path(), &[], "--nofile=64:").expect("node");
+    let pid = node.pid().expect("pid");
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("an open files line");
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let [soft, hard] = fields[..] else {
+        panic!("{line}")
+    };
+    assert!(hard > 64, "the hard limit must allow more than 64: {line}");
+    assert_eq!(soft, hard, "{line}");
+    assert_eq!(node.stop().expect("the node stops"), Some(0));
+}
+
 /// A second node on a store a running node holds is refused with exit code 1, and its last
 /// line says why and what to do, each once.
 #[test]
