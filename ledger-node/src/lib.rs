@@ -59,12 +59,17 @@ pub fn policy(cfg: &Config) -> Policy {
 }
 
 /// Runs the node until `shutdown` is cancelled (or a storage failure cancels it), then
-/// finishes the appends in flight and returns.
+/// finishes the appends in flight and returns. Calls still open after the shutdown grace,
+/// or once `hurry` is cancelled, are closed.
 ///
 /// # Errors
 /// When the network, the store or the listening socket cannot be opened, and when the node
 /// stopped because a write to its log or index failed.
-pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    cfg: Config,
+    shutdown: CancellationToken,
+    hurry: CancellationToken,
+) -> anyhow::Result<()> {
     let network = Arc::new(load_network(&cfg)?);
     let store_cfg = cfg.store_config();
     let mut ledger = ledger::Ledger::new(
@@ -201,7 +206,10 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         health_reporter
             .set_service_status("", tonic_health::ServingStatus::NotServing)
             .await;
-        tokio::time::sleep(grace).await;
+        tokio::select! {
+            () = tokio::time::sleep(grace) => {}
+            () = hurry.cancelled() => {}
+        }
     };
     tokio::select! {
         served = serve => served?,

@@ -311,12 +311,20 @@ fn main() -> ExitCode {
             }
             let result = runtime.block_on(async {
                 let signal = shutdown.clone();
+                let hurry = tokio_util::sync::CancellationToken::new();
+                let hurry_signal = hurry.clone();
                 tokio::spawn(async move {
                     wait_for_signal().await;
                     tracing::info!("signal received");
                     signal.cancel();
+                    // An operator who signals again does not want to wait out the grace.
+                    wait_for_signal().await;
+                    tracing::warn!(
+                        "second signal: closing open calls without waiting for the shutdown grace"
+                    );
+                    hurry_signal.cancel();
                 });
-                ledger_node::run(cfg, shutdown).await
+                ledger_node::run(cfg, shutdown, hurry).await
             });
             match result {
                 Ok(()) => ExitCode::SUCCESS,

@@ -167,6 +167,51 @@ fn spawn_node(dir: &std::path::Path, extra: &[&str]) -> std::process::Child {
         .expect("spawn ledger-node")
 }
 
+/// A second SIGTERM does not wait out the shutdown grace (here ten minutes) for a health
+/// watch held open: the node closes it and exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigterm_cuts_the_shutdown_grace_short() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("node.toml");
+    std::fs::write(&config, "[limits]\nshutdown_grace_ms = 600000\n").expect("config");
+    let mut node = Node::start(
+        &dir.path().join("data"),
+        &["--config", config.to_str().expect("utf-8 path")],
+    )
+    .expect("node");
+    let channel = Channel::from_shared(node.addr.clone())
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let mut watch = HealthClient::new(channel)
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let first = watch.message().await.expect("a status").expect("a status");
+    assert_eq!(first.status(), ServingStatus::Serving);
+    let pid = node.pid().expect("pid").to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let next = watch.message().await.expect("a status").expect("a status");
+    assert_eq!(next.status(), ServingStatus::NotServing);
+    // The second SIGTERM; `stop` waits at most 30 s for the exit.
+    let stopped = tokio::task::spawn_blocking(move || node.stop())
+        .await
+        .expect("join")
+        .expect("the node stops after a second SIGTERM");
+    assert_eq!(stopped, Some(0));
+    drop(watch);
+}
+
 /// Every client connection takes a descriptor: the node raises its open-files soft limit,
 /// here started at 64, to the hard limit.
 #[test]
