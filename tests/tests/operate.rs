@@ -11,6 +11,7 @@ use tests::Node;
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 use tonic::Request;
+use tonic_health::pb::health_check_response::ServingStatus;
 
 const COI: &str = "CHA999926ABC123";
 const T0: i64 = 1_772_438_400;
@@ -167,17 +168,25 @@ fn spawn_node(dir: &std::path::Path, extra: &[&str]) -> std::process::Child {
         .expect("spawn ledger-node")
 }
 
-/// A second SIGTERM does not wait out the shutdown grace (here ten minutes) for a health
-/// watch held open: the node closes it and exits 0.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_sigterm_cuts_the_shutdown_grace_short() {
-    use tonic_health::pb::health_check_response::ServingStatus;
+/// A node with the given shutdown grace, and health watches of `services` each past their
+/// first answer, SERVING.
+async fn watched_node(
+    dir: &std::path::Path,
+    grace_ms: u64,
+    services: &[&str],
+) -> (
+    Node,
+    Vec<tonic::Streaming<tonic_health::pb::HealthCheckResponse>>,
+) {
     use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("node.toml");
-    std::fs::write(&config, "[limits]\nshutdown_grace_ms = 600000\n").expect("config");
-    let mut node = Node::start(
-        &dir.path().join("data"),
+    let config = dir.join("node.toml");
+    std::fs::write(
+        &config,
+        format!("[limits]\nshutdown_grace_ms = {grace_ms}\n"),
+    )
+    .expect("config");
+    let node = Node::start(
+        &dir.join("data"),
         &["--config", config.to_str().expect("utf-8 path")],
     )
     .expect("node");
@@ -186,15 +195,30 @@ async fn a_second_sigterm_cuts_the_shutdown_grace_short() {
         .connect()
         .await
         .expect("connect");
-    let mut watch = HealthClient::new(channel)
-        .watch(HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .expect("watch")
-        .into_inner();
-    let first = watch.message().await.expect("a status").expect("a status");
-    assert_eq!(first.status(), ServingStatus::Serving);
+    let mut health = HealthClient::new(channel);
+    let mut watches = Vec::new();
+    for service in services {
+        let mut watch = health
+            .watch(HealthCheckRequest {
+                service: (*service).to_owned(),
+            })
+            .await
+            .expect("watch")
+            .into_inner();
+        let first = watch.message().await.expect("a status").expect("a status");
+        assert_eq!(first.status(), ServingStatus::Serving, "{service:?}");
+        watches.push(watch);
+    }
+    (node, watches)
+}
+
+/// A second SIGTERM does not wait out the shutdown grace (here ten minutes) for a health
+/// watch held open: the node closes it and exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigterm_cuts_the_shutdown_grace_short() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut node, mut watches) = watched_node(dir.path(), 600_000, &[""]).await;
+    let watch = &mut watches[0];
     let pid = node.pid().expect("pid").to_string();
     let status = std::process::Command::new("kill")
         .args(["-TERM", &pid])
@@ -209,7 +233,7 @@ async fn a_second_sigterm_cuts_the_shutdown_grace_short() {
         .expect("join")
         .expect("the node stops after a second SIGTERM");
     assert_eq!(stopped, Some(0));
-    drop(watch);
+    drop(watches);
 }
 
 /// Every client connection takes a descriptor: the node raises its open-files soft limit,
@@ -411,36 +435,10 @@ async fn watch_streams_from_a_position_then_live() {
 /// and exits 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_health_watch_learns_of_the_stop_and_cannot_hold_it_up() {
-    use tonic_health::pb::health_check_response::ServingStatus;
-    use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("node.toml");
-    std::fs::write(&config, "[limits]\nshutdown_grace_ms = 300\n").expect("config");
-    let mut node = Node::start(
-        &dir.path().join("data"),
-        &["--config", config.to_str().expect("utf-8 path")],
-    )
-    .expect("node");
-    let channel = Channel::from_shared(node.addr.clone())
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
-    let mut health = HealthClient::new(channel);
-    let mut watches = Vec::new();
     // The node's overall status ("") and the ledger service's.
-    for service in ["", "ledger.v1.LedgerService"] {
-        let mut watch = health
-            .watch(HealthCheckRequest {
-                service: service.to_owned(),
-            })
-            .await
-            .expect("watch")
-            .into_inner();
-        let first = watch.message().await.expect("a status").expect("a status");
-        assert_eq!(first.status(), ServingStatus::Serving, "{service:?}");
-        watches.push(watch);
-    }
+    let (mut node, mut watches) =
+        watched_node(dir.path(), 300, &["", "ledger.v1.LedgerService"]).await;
     let stopping = tokio::task::spawn_blocking(move || node.stop());
     for watch in &mut watches {
         let next = watch.message().await.expect("a status").expect("a status");
