@@ -139,7 +139,7 @@ pub fn verify_store(
     check.n_chains = chains.len();
     check.index = match store::check_index(cfg, scratch) {
         Ok(i) => Ok(i),
-        Err(store::StoreError::Sled { source, .. }) if source.to_string().contains("lock") => Err(
+        Err(e) if e.held_by_another_process() => Err(
             "not checked: a running node holds the index (stop it to check the index too)"
                 .to_owned(),
         ),

@@ -172,19 +172,31 @@ fn io_advice(e: &std::io::Error) -> &'static str {
     }
 }
 
+/// Whether sled could not open the index because another process holds its lock. sled
+/// says so only in the text of an I/O error of kind Other (sled is pinned at 0.34).
+fn held_elsewhere(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
+}
+
 /// What an operator should do about a sled error: a full disk, a store held by another
 /// process and a damaged index need different things.
 fn sled_advice(e: &sled::Error) -> &'static str {
     match e {
         sled::Error::Io(io) if is_full(io) => FULL_ADVICE,
-        // sled reports a store locked by another process as an I/O error of kind Other.
-        sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+        e if held_elsewhere(e) => {
             "another process holds this store: if another node runs on it, stop that node"
         }
         sled::Error::Io(_) => {
             "check the disk and the permissions on the data directory, then restart the node, which rebuilds the index from the log"
         }
         _ => "stop the node and run `ledger-node rebuild-index`",
+    }
+}
+
+impl StoreError {
+    /// The index is held by another process (a running node): nothing was read or changed.
+    pub fn held_by_another_process(&self) -> bool {
+        matches!(self, StoreError::Sled { source, .. } if held_elsewhere(source))
     }
 }
 
