@@ -128,10 +128,16 @@ pub fn verify_store(
             .push(format!("... and {} more", n_problems - PROBLEMS_SHOWN));
     }
     if let Some((offset, reason)) = &scan.bad {
-        check.notes.push(format!(
-            "the log ends with {} bytes that are not a complete record (at offset {offset}: {reason}): a write the node never acknowledged; it cuts them at its next start",
-            scan.file_len - scan.valid_end
-        ));
+        let n_bytes = scan.file_len - scan.valid_end;
+        if scan.bad_is_torn_write {
+            check.notes.push(format!(
+                "the log ends with {n_bytes} bytes that are not a complete record (at offset {offset}: {reason}): an interrupted write, which the node cuts at its next start unless its index shows them acknowledged"
+            ));
+        } else {
+            check.problems.push(format!(
+                "the log is damaged at offset {offset} ({reason}): that record is all there but wrong, which no interrupted write leaves, so it and the {n_bytes} bytes after it may be acknowledged events; the node will not start on this log: restore it from a backup or from a replica"
+            ));
+        }
     }
     check.n_events = scan.n_records;
     check.log_bytes = scan.valid_end;

@@ -18,6 +18,7 @@ use ledger_core::{
 };
 use ledger_node::store::{
     CorruptDetail, OpenReport, Record, Store, StoreConfig, StoreError, COMMIT_RECORDS_MAX,
+    PAYLOAD_BYTES_MAX,
 };
 use proptest::prelude::*;
 use std::collections::HashSet;
@@ -750,9 +751,13 @@ fn a_torn_last_record_is_cut_at_every_length() {
 }
 
 /// A complete last record with one byte flipped, at every position (length, CRC, kind,
-/// request id, event), never acknowledged: the CRC (or the length) rejects it and it is cut.
+/// request id, event), that the index never saw. An interrupted write cannot leave this (a
+/// disk writes a sector all or nothing, and the space was zeros), so it is damage to written
+/// data that may have been acknowledged (the index lags the log): open refuses and changes
+/// nothing. Only a flip that makes the length run past the end of the file reads as a
+/// write cut short, and that is cut.
 #[test]
-fn a_damaged_unacknowledged_last_record_is_cut() {
+fn a_complete_last_record_with_a_flipped_byte_is_refused_not_cut() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path());
     let records = pool_records();
@@ -762,7 +767,9 @@ fn a_damaged_unacknowledged_last_record_is_cut() {
     let (store, ..) = open(&cfg);
     store.commit(done).unwrap();
     drop(store);
-    let good_len = std::fs::metadata(log_path(&cfg)).unwrap().len();
+    let good = std::fs::read(log_path(&cfg)).unwrap();
+    let good_len = good.len() as u64;
+    let (mut n_cut, mut n_refused) = (0, 0);
     for (idx, flip) in
         (0..frame.len())
             .map(|i| (i, 0x01u8))
@@ -771,17 +778,119 @@ fn a_damaged_unacknowledged_last_record_is_cut() {
         let mut damaged = frame.clone();
         damaged[idx] ^= flip;
         append_raw(&cfg, &damaged);
-        let (store, report, seen) = open(&cfg);
-        assert_eq!(ids(&seen), ids(done), "flip at {idx}");
-        assert_eq!(
-            (report.log_bytes, report.cut_bytes),
-            (good_len, frame.len() as u64),
-            "flip at {idx}"
-        );
-        if idx % 50 == 0 {
-            check(&store, done, &u);
+        let length = u32::from_le_bytes([damaged[0], damaged[1], damaged[2], damaged[3]]) as usize;
+        let runs_past_end = (4..=PAYLOAD_BYTES_MAX).contains(&length) && length + 8 > frame.len();
+        if runs_past_end {
+            n_cut += 1;
+            let (store, report, seen) = open(&cfg);
+            assert_eq!(ids(&seen), ids(done), "flip at {idx}");
+            assert_eq!(
+                (report.log_bytes, report.cut_bytes),
+                (good_len, frame.len() as u64),
+                "flip at {idx}"
+            );
+            if idx % 50 == 0 {
+                check(&store, done, &u);
+            }
+        } else {
+            n_refused += 1;
+            match open_err(&cfg) {
+                StoreError::Corrupt {
+                    detail: CorruptDetail::NotTorn { after_bytes },
+                    offset,
+                    ..
+                } => assert_eq!(
+                    (offset, after_bytes),
+                    (good_len, frame.len() as u64),
+                    "flip at {idx}"
+                ),
+                other => panic!("flip at {idx}: expected Corrupt NotTorn, got {other:?}"),
+            }
+            let mut want = good.clone();
+            want.extend_from_slice(&damaged);
+            assert_eq!(
+                std::fs::read(log_path(&cfg)).unwrap(),
+                want,
+                "flip at {idx}: nothing was cut"
+            );
+            // Put the log back as it was for the next flip.
+            std::fs::write(log_path(&cfg), &good).unwrap();
         }
     }
+    assert!(
+        n_cut > 0 && n_refused > frame.len() - 8,
+        "cut {n_cut}, refused {n_refused}"
+    );
+    let (store, report, seen) = open(&cfg);
+    assert_eq!((ids(&seen), report.cut_bytes), (ids(done), 0));
+    check(&store, done, &u);
+}
+
+/// A flipped byte in the middle of the log, with acknowledged records after it, and the
+/// index gone (or about to be rebuilt): neither a start nor `rebuild-index` nor a backup
+/// may treat it as a torn tail and drop the records behind it.
+#[test]
+fn damage_in_the_middle_is_refused_without_an_index_and_by_rebuild_and_backup() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let records = pool_records();
+    let (store, ..) = open(&cfg);
+    store.commit(&records).unwrap();
+    drop(store);
+    let mut log = std::fs::read(log_path(&cfg)).unwrap();
+    let ninth = 12 + framed(&records[..8]).len();
+    log[ninth + 40] ^= 0x01;
+    std::fs::write(log_path(&cfg), &log).unwrap();
+    let after = (log.len() - ninth) as u64;
+
+    // rebuild-index: the index it replaces had applied every record.
+    match Store::rebuild_index(&cfg) {
+        Err(StoreError::Corrupt {
+            detail: CorruptDetail::InsideCommitted { index_end },
+            offset,
+            ..
+        }) => assert_eq!((offset, index_end), (ninth as u64, log.len() as u64)),
+        other => panic!("expected Corrupt InsideCommitted, got {other:?}"),
+    }
+    assert_eq!(
+        std::fs::read(log_path(&cfg)).unwrap(),
+        log,
+        "nothing was cut"
+    );
+
+    // A start with no index at all: the record is all there, so it is not a torn write.
+    std::fs::remove_dir_all(index_path(&cfg)).unwrap();
+    match open_err(&cfg) {
+        StoreError::Corrupt {
+            detail: CorruptDetail::NotTorn { after_bytes },
+            offset,
+            ..
+        } => assert_eq!((offset, after_bytes), (ninth as u64, after)),
+        other => panic!("expected Corrupt NotTorn, got {other:?}"),
+    }
+    assert_eq!(
+        std::fs::read(log_path(&cfg)).unwrap(),
+        log,
+        "nothing was cut"
+    );
+
+    // A backup of it is refused rather than a copy of the first eight records.
+    let out = dir.path().join("backup");
+    match ledger_node::store::backup(&cfg.dir, &out) {
+        Err(StoreError::Corrupt {
+            detail: CorruptDetail::NotTorn { .. },
+            offset,
+            ..
+        }) => assert_eq!(offset, ninth as u64),
+        other => panic!("expected Corrupt NotTorn, got {other:?}"),
+    }
+    assert!(!out.join("events.log").exists(), "no backup was written");
+    let scan = ledger_node::store::scan_log(&cfg.dir, |_, _| {}).unwrap();
+    assert_eq!(
+        (scan.n_records, scan.bad_is_torn_write),
+        (8, false),
+        "verify-store's scan sees damage, not a torn write"
+    );
 }
 
 /// The node's log keeps zeros ahead of its records. They end the log cleanly (a reopen cuts
@@ -846,10 +955,17 @@ fn preallocated_zeros_end_the_log_cleanly() {
 fn torn_writes_over_preallocated_zeros_are_cut() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = preallocated(dir.path());
-    let (synth, records) = synth_records(8);
+    let (synth, records) = synth_records(16);
     let u = Universe::of(&synth.events);
-    let (done, last_two) = records.split_at(records.len() - 2);
-    let (a, b) = (&last_two[0], &last_two[1]);
+    // Where the next record has a sector boundary inside it, so a crash can tear it.
+    let k = (1..records.len() - 1)
+        .find(|&k| {
+            let end = 12 + framed(&records[..k]).len();
+            (end + 1..end + framed(&records[k..=k]).len()).any(|at| at % 512 == 0)
+        })
+        .unwrap();
+    let (done, rest) = records.split_at(k);
+    let (a, b) = (&rest[0], &rest[1]);
     let (store, ..) = open(&cfg);
     store.commit(done).unwrap();
     drop(store);
@@ -863,7 +979,12 @@ fn torn_writes_over_preallocated_zeros_are_cut() {
             .unwrap();
     };
     let frame_a = framed(std::slice::from_ref(a));
-    for cut in [1, 4, 7, 8, 9, 20, frame_a.len() / 2, frame_a.len() - 1] {
+    // A crash leaves whole sectors old or new: cuts where a sector starts inside a's bytes.
+    let cuts: Vec<usize> = (1..frame_a.len())
+        .filter(|cut| (end + *cut as u64).is_multiple_of(512))
+        .collect();
+    assert!(!cuts.is_empty());
+    for cut in cuts {
         zeros_after(&cfg);
         append_raw(&cfg, &frame_a[..cut]);
         let (store, report, seen) = open(&cfg);
@@ -1170,8 +1291,15 @@ proptest! {
                     drop(store);
                     let bytes = framed(&batch);
                     prop_assert_eq!(bytes.len(), batch.iter().map(Record::log_bytes).sum::<usize>());
-                    let cut = cut.min(bytes.len() - 1);
                     let end = log_end(&cfg);
+                    let cut = cut.min(bytes.len() - 1);
+                    // Over preallocated zeros a crash leaves whole sectors old or new (a disk
+                    // writes a sector all or nothing); without them, the file just ends.
+                    let cut = if prealloc { usize::try_from((end + cut as u64) / 512 * 512).unwrap().saturating_sub(end as usize) } else { cut };
+                    if cut == 0 {
+                        store = open(&cfg).0;
+                        continue;
+                    }
                     append_raw(&cfg, &bytes[..cut]);
                     // Everything after the whole records goes: the torn one and any zeros.
                     let tail = file_len(&cfg) - end;

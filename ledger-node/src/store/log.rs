@@ -401,6 +401,51 @@ impl Scanner {
     }
 }
 
+/// The unit a disk writes all or nothing, at offsets that are multiples of it (the page
+/// cache writes back whole pages, and a killed `write` stops at a page boundary). An
+/// interrupted write therefore leaves whole sectors of what was there before, which in the
+/// log's preallocated space is zeros.
+const SECTOR_BYTES: u64 = 512;
+
+/// Whether the invalid record at `offset` is what an interrupted write leaves behind: a
+/// record that runs past the end of the file, a zero frame header with data after it, or a
+/// record in which a sector that starts inside it is still all zeros. A record that is all
+/// there but wrong (a flipped bit, an impossible non-zero length) is damage to written data:
+/// it may have been acknowledged (the index lags the log), and the records after it may have
+/// been too. (etcd's write-ahead log tells the two apart the same way.)
+///
+/// # Errors
+/// [`StoreError::Io`] when the record cannot be read back.
+pub(super) fn torn_write(
+    path: &Path,
+    offset: u64,
+    reason: &BadRecord,
+    file_len: u64,
+) -> Result<bool, StoreError> {
+    match reason {
+        BadRecord::Truncated { .. } | BadRecord::Length { n_bytes: 0 } => return Ok(true),
+        BadRecord::Length { .. } => return Ok(false),
+        _ => {}
+    }
+    let file = File::open(path).map_err(io_error("opening", path))?;
+    let mut frame = [0u8; FRAME_HEADER_LEN];
+    file.read_exact_at(&mut frame, offset)
+        .map_err(io_error("reading", path))?;
+    let payload_len = u64::from(u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]));
+    let record_end = offset + FRAME_HEADER_LEN as u64 + payload_len;
+    let first = (offset / SECTOR_BYTES + 1) * SECTOR_BYTES;
+    let read_end = (record_end.div_ceil(SECTOR_BYTES) * SECTOR_BYTES).min(file_len);
+    if first >= record_end || first >= read_end {
+        return Ok(false);
+    }
+    let mut bytes = vec![0u8; usize::try_from(read_end - first).unwrap_or(0)];
+    file.read_exact_at(&mut bytes, first)
+        .map_err(io_error("reading", path))?;
+    Ok(bytes
+        .chunks(SECTOR_BYTES as usize)
+        .any(|sector| sector.iter().all(|&b| b == 0)))
+}
+
 /// The writing end of the log. Owned by the store under its mutex: one writer at a time.
 #[derive(Debug)]
 pub(super) struct LogWriter {

@@ -25,6 +25,9 @@ pub struct LogScan {
     pub file_len: u64,
     /// The first invalid record, if the log does not end cleanly: where and why.
     pub bad: Option<(u64, BadRecord)>,
+    /// Whether that record is what an interrupted write leaves (see `log::torn_write`),
+    /// rather than damage to written, possibly acknowledged, records.
+    pub bad_is_torn_write: bool,
 }
 
 /// Reads the log in `dir` front to back, calling `visit` with each valid record and where it
@@ -54,6 +57,9 @@ pub fn scan_log(dir: &Path, mut visit: impl FnMut(&Record, u64)) -> Result<LogSc
         }
     }
     scan.valid_end = scanner.offset();
+    if let Some((offset, reason)) = &scan.bad {
+        scan.bad_is_torn_write = log::torn_write(&path, *offset, reason, len)?;
+    }
     Ok(scan)
 }
 
@@ -197,6 +203,20 @@ pub fn backup(store_dir: &Path, out: &Path) -> Result<BackupReport, StoreError> 
     // Everything up to here becomes durable on the node's disk before it is copied.
     file.sync_data().map_err(io("syncing", &path))?;
     let scan = scan_log(store_dir, |_, _| {})?;
+    // A torn write at the end is a commit still under way (or one a crash cut short); a
+    // damaged record is not, and a copy up to it would silently drop what follows.
+    if let Some((offset, reason)) = scan.bad.clone() {
+        if !scan.bad_is_torn_write {
+            return Err(StoreError::Corrupt {
+                path,
+                offset,
+                reason,
+                detail: super::CorruptDetail::NotTorn {
+                    after_bytes: scan.file_len - scan.valid_end,
+                },
+            });
+        }
+    }
     std::fs::create_dir_all(out).map_err(io("creating", out))?;
     let target = out.join(log::LOG_FILE);
     if target.exists() {

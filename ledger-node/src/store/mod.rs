@@ -42,9 +42,13 @@
 //!   sequence numbers the node would then sign again, a fork of its own feed. Open refuses
 //!   with [`StoreError::Corrupt`] instead, as it does when the tail to cut is longer than
 //!   one commit can ever write ([`COMMIT_BYTES_MAX`]). The index can lag the log by its
-//!   last unsynced transactions, so damage inside the last ~half second of acknowledged
-//!   records, or any damage when the index is gone, cannot be told from a torn tail and is
-//!   cut (with a warning); the CRC still keeps damaged bytes from being accepted.
+//!   last unsynced transactions (or be gone), so the bad record itself must also look
+//!   torn: a disk writes whole sectors, so an interrupted write leaves a record that runs
+//!   past the end of the file, a zero header, or a sector inside the record still zero
+//!   (`log::torn_write`). A record that is all there but wrong (bit rot, a flipped byte)
+//!   is refused ([`CorruptDetail::NotTorn`]) wherever it lies, and so is damage below
+//!   the applied offset of the index that `rebuild-index` replaces. Only what looks torn
+//!   is cut (with a warning).
 //!
 //! Idempotency: [`Store::commit`] skips a record whose event id is already stored (or
 //! repeated earlier in the same batch), both in the log and in the index, so an event is
@@ -283,6 +287,8 @@ pub enum CorruptDetail {
     InsideCommitted { index_end: u64 },
     #[error("{cut_bytes} bytes follow it, more than one commit writes ({max}), so it is not a torn write")]
     TailTooLong { cut_bytes: u64, max: u64 },
+    #[error("that record is all there but wrong, which no interrupted write leaves (it leaves unwritten sectors), so it and the {after_bytes} bytes after it may be acknowledged events")]
+    NotTorn { after_bytes: u64 },
 }
 
 /// What [`Store::write`] made durable, for [`Store::index`]: which of the records were new
@@ -346,7 +352,7 @@ impl Store {
         }
         // The index first: its lock keeps a second process from touching the log.
         let index = Index::open(&cfg.dir.join(INDEX_DIR), cfg.sled_cache_bytes)?;
-        open_with(cfg, index, visit)
+        open_with(cfg, index, 0, visit)
     }
 
     /// Appends records durably and indexes them: [`Store::write`] then [`Store::index`].
@@ -707,8 +713,15 @@ impl Store {
     /// As [`Store::open`]; [`StoreError::Sled`] also when a running node holds the store.
     pub fn rebuild_index(cfg: &StoreConfig) -> Result<OpenReport, StoreError> {
         let mut index = Index::open(&cfg.dir.join(INDEX_DIR), cfg.sled_cache_bytes)?;
+        // What the old index had applied was acknowledged: the rebuild may not cut below it,
+        // even though the index it came from is about to go. (An unreadable index gives
+        // no floor; the torn-write rule still guards.)
+        let floor = match index.applied() {
+            Ok(Some(a)) => a.offset,
+            Ok(None) | Err(_) => 0,
+        };
         index.clear()?;
-        let (_store, report) = open_with(cfg, index, |_| {})?;
+        let (_store, report) = open_with(cfg, index, floor, |_| {})?;
         Ok(report)
     }
 }
@@ -717,6 +730,7 @@ impl Store {
 fn open_with(
     cfg: &StoreConfig,
     mut index: Index,
+    committed_floor: u64,
     mut visit: impl FnMut(&Record),
 ) -> Result<(Store, OpenReport), StoreError> {
     let (file, path, file_len) = log::open_or_create(&cfg.dir)?;
@@ -779,13 +793,23 @@ fn open_with(
     drop(scanner);
     if let Some((offset, reason)) = bad {
         let cut_bytes = file_len - valid_end;
-        if !in_step && applied.offset > valid_end {
+        if !in_step && applied.offset > valid_end || committed_floor > valid_end {
             return Err(StoreError::Corrupt {
                 path,
                 offset,
                 reason,
                 detail: CorruptDetail::InsideCommitted {
-                    index_end: applied.offset,
+                    index_end: applied.offset.max(committed_floor),
+                },
+            });
+        }
+        if !log::torn_write(&path, offset, &reason, file_len)? {
+            return Err(StoreError::Corrupt {
+                path,
+                offset,
+                reason,
+                detail: CorruptDetail::NotTorn {
+                    after_bytes: file_len - valid_end,
                 },
             });
         }
