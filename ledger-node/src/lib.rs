@@ -31,6 +31,21 @@ pub fn load_network(cfg: &Config) -> anyhow::Result<network::Network> {
     let dir = cfg.network_dir();
     if cfg.network_dir.is_none() {
         let id = NetworkId::parse(&cfg.dev_network_id)?;
+        // A new network over a store that already holds events would sign onto feeds that
+        // other keys began: the store's own network directory is missing, not new.
+        if network::dev_network_pending(&dir)? {
+            let mut n_events = 0u64;
+            if cfg.store_dir().join("events.log").exists() {
+                store::scan_log(&cfg.store_dir(), |_, _| n_events += 1)?;
+            }
+            if n_events > 0 {
+                anyhow::bail!(
+                    "there is no network directory at {}, but the store at {} holds {n_events} events: they were signed under a network whose directory is missing here, and a new development network would have other keys; put that network directory back (or pass --network-dir)",
+                    dir.display(),
+                    cfg.store_dir().display()
+                );
+            }
+        }
         if let Some(created) = network::create_dev(&dir, &id, pipeline::now())? {
             for path in &created.removed {
                 tracing::info!(path = %path.display(), "removed what an interrupted first start left");
@@ -49,6 +64,79 @@ pub fn load_network(cfg: &Config) -> anyhow::Result<network::Network> {
         .map(|s| SiteId::parse(s))
         .collect::<Result<_, _>>()?;
     Ok(network::load(&dir, &sites)?)
+}
+
+/// Loads the network the node works in; never creates one (for maintenance commands,
+/// which must not leave keys behind on a mistyped path).
+pub fn open_network(cfg: &Config) -> anyhow::Result<network::Network> {
+    let dir = cfg.network_dir();
+    if !dir.join("anchor.pub").exists() {
+        anyhow::bail!(
+            "there is no network at {} (no anchor.pub): check --data-dir (or pass --network-dir); this command never creates a network",
+            dir.display()
+        );
+    }
+    load_network(cfg)
+}
+
+/// Checks, while the store is replayed at start, that the events this node's sites signed
+/// were signed in this network with keys its anchor certified for them: a store written
+/// under another network (or a network directory whose keys were replaced) must not have
+/// its feeds continued with other keys.
+#[derive(Debug)]
+struct StoreBelongs {
+    network: NetworkId,
+    keys: std::collections::HashMap<SiteId, Vec<ledger_core::PublicKey>>,
+    first_stranger: Option<String>,
+}
+
+impl StoreBelongs {
+    fn new(network: &network::Network) -> StoreBelongs {
+        let mut keys: std::collections::HashMap<SiteId, Vec<ledger_core::PublicKey>> =
+            std::collections::HashMap::new();
+        for site in &network.local_sites {
+            keys.insert(
+                site.id.clone(),
+                network
+                    .certificates
+                    .iter()
+                    .filter(|c| c.site == site.id)
+                    .map(|c| c.key)
+                    .collect(),
+            );
+        }
+        StoreBelongs {
+            network: network.id.clone(),
+            keys,
+            first_stranger: None,
+        }
+    }
+
+    fn visit(&mut self, e: &ledger_core::Event) {
+        if self.first_stranger.is_some() {
+            return;
+        }
+        if e.network() != &self.network {
+            self.first_stranger = Some(format!(
+                "{} seq {} belongs to network {}, not {}",
+                e.author(),
+                e.seq(),
+                e.network(),
+                self.network
+            ));
+        } else if let Some(keys) = self.keys.get(e.author()) {
+            if !keys.contains(e.key()) {
+                self.first_stranger = Some(format!(
+                    "{} seq {} is signed by key {}, which network {}'s anchor never certified for {}",
+                    e.author(),
+                    e.seq(),
+                    e.key().fingerprint(),
+                    self.network,
+                    e.author()
+                ));
+            }
+        }
+    }
 }
 
 pub fn policy(cfg: &Config) -> Policy {
@@ -89,10 +177,24 @@ pub async fn run(
     );
     ledger.set_clock_budget(cfg.limits.chain_clock_entries);
     let started = std::time::Instant::now();
+    let mut belongs = StoreBelongs::new(&network);
     let (store, report) = {
         let ledger = &mut ledger;
-        tokio::task::block_in_place(|| store::Store::open(&store_cfg, |r| ledger.replay(r)))?
+        let belongs = &mut belongs;
+        tokio::task::block_in_place(|| {
+            store::Store::open(&store_cfg, |r| {
+                belongs.visit(&r.event);
+                ledger.replay(r);
+            })
+        })?
     };
+    if let Some(stranger) = belongs.first_stranger {
+        anyhow::bail!(
+            "the store at {} was not written under the network at {}: {stranger}; point --data-dir and --network-dir at one node's own store and network",
+            store_cfg.dir.display(),
+            network.dir.display()
+        );
+    }
     ledger.resolve_forks(&store)?;
     if cfg.nats.is_some() {
         replication::prepare(&mut ledger, &network, &store, &cfg.store_dir())?;

@@ -212,6 +212,11 @@ fn main() -> ExitCode {
         },
         Command::RebuildIndex => {
             let store_cfg = cfg.store_config();
+            let log = store_cfg.dir.join("events.log");
+            if !log.exists() {
+                eprintln!("ledger-node: there is no event log at {}: nothing to rebuild an index from; check --data-dir", log.display());
+                return ExitCode::from(2);
+            }
             match ledger_node::store::Store::rebuild_index(&store_cfg) {
                 Ok(report) => {
                     println!("index rebuilt from the log: {} events", report.n_records);
@@ -241,6 +246,15 @@ fn main() -> ExitCode {
             }
         },
         Command::Restore { dir } => {
+            // The backup's events are checked against the network they were signed in; a
+            // development network made here would have other keys and fail every one.
+            if let Err(e) = ledger_node::open_network(&cfg) {
+                eprintln!(
+                    "ledger-node: {}: restore needs the network the backup was written under",
+                    explain(&e)
+                );
+                return ExitCode::from(2);
+            }
             let store_cfg = cfg.store_config();
             match ledger_node::store::restore(
                 &dir,
@@ -353,7 +367,7 @@ fn explain(e: &anyhow::Error) -> String {
 }
 
 fn verify_store(cfg: &Config, json: bool) -> ExitCode {
-    let network = match ledger_node::load_network(cfg) {
+    let network = match ledger_node::open_network(cfg) {
         Ok(n) => n,
         Err(e) => {
             eprintln!("ledger-node: {}", explain(&e));

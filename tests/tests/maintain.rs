@@ -241,3 +241,81 @@ fn rebuild_index_refuses_a_running_node_and_gives_the_same_answers() {
     let after = verify_on(&node, &tokens);
     assert_eq!(after, before);
 }
+
+/// A node serves a store only with the network it was written under: not with another
+/// network directory (whose keys would continue the store's feeds), not with a new
+/// development network when the store's own directory is missing. Maintenance commands on
+/// a mistyped data directory refuse and leave nothing behind (no keys, no empty store), and
+/// a restore refuses without the backup's network rather than making a new one.
+#[test]
+fn a_store_is_served_only_with_its_own_network_and_maintenance_never_creates_one() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (d1, d2) = (tmp.path().join("one"), tmp.path().join("two"));
+    let (mut node, _, _) = replayed(&d1);
+    assert_eq!(node.stop().expect("stop"), Some(0));
+    let mut other = Node::start(&d2, &[]).expect("second node starts");
+    assert_eq!(other.stop().expect("stop"), Some(0));
+    let run = |data: &Path, extra: &[&str]| {
+        let mut args = vec!["--listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        node_cmd(
+            data,
+            &args,
+            &["run", "--no-metrics", "--stop-on-stdin-close"],
+        )
+    };
+
+    // Another network's directory: refused before anything is signed.
+    let foreign = d2.join("network");
+    let o = run(&d1, &["--network-dir", foreign.to_str().expect("utf8")]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("was not written under the network at")
+            && out.contains("which network dev-net's anchor never certified"),
+        "{out}"
+    );
+
+    // The store's own network directory missing: no new development network over it.
+    std::fs::rename(d1.join("network"), tmp.path().join("moved")).expect("move network");
+    let o = run(&d1, &[]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("there is no network directory at") && out.contains("holds 19 events"),
+        "{out}"
+    );
+    assert!(!d1.join("network").exists(), "no network was created");
+    std::fs::rename(tmp.path().join("moved"), d1.join("network")).expect("move back");
+
+    // Mistyped data directories: refused, and nothing created.
+    let missing = tmp.path().join("typo");
+    for cmd in ["verify-store", "rebuild-index"] {
+        let o = node_cmd(&missing, &[], &[cmd]);
+        let out = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{cmd}: {out}");
+        assert!(
+            out.contains("check --data-dir"),
+            "{cmd} says what to check: {out}"
+        );
+        assert!(!missing.exists(), "{cmd} created {}", missing.display());
+    }
+
+    // A restore with no network directory refuses instead of making one.
+    let backup = tmp.path().join("backup");
+    let o = node_cmd(&d1, &[], &["backup", backup.to_str().expect("utf8")]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let fresh = tmp.path().join("fresh");
+    let o = node_cmd(&fresh, &[], &["restore", backup.to_str().expect("utf8")]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}");
+    assert!(
+        out.contains("restore needs the network the backup was written under"),
+        "{out}"
+    );
+    assert!(!fresh.join("network").exists() && !fresh.join("store").exists());
+
+    // With its own network the store is served as before.
+    let mut node = Node::start(&d1, &[]).expect("node starts on its own network");
+    assert_eq!(node.stop().expect("stop"), Some(0));
+}
