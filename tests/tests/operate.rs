@@ -474,7 +474,16 @@ async fn metrics_count_appends() {
         body.contains("ledger_appends_total{result=\"ok\"} 1"),
         "{body}"
     );
-    assert!(body.contains("ledger_commit_group_events"), "{body}");
+    // A group size, in events: the lone append lands in the first bucket.
+    assert!(
+        body.contains("ledger_commit_group_events_bucket{le=\"1\"} 1")
+            && body.contains("ledger_commit_group_events_bucket{le=\"2\"} 1"),
+        "{body}"
+    );
+    assert!(
+        body.contains("# HELP ledger_commit_group_events Events made durable by one fdatasync"),
+        "{body}"
+    );
 }
 
 /// With a certificate configured the node speaks only TLS: our client connects over
