@@ -23,6 +23,7 @@ use proto::convert::{ConvertError, REQUEST_ID_MAX};
 use proto::v1 as pb;
 use proto::v1::ledger_service_client::LedgerServiceClient;
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio_stream::{Stream, StreamExt};
@@ -64,6 +65,21 @@ pub enum Error {
     Unreachable { endpoint: String, reason: String },
     #[error("{endpoint}: no answer within {after:?}")]
     Timeout { endpoint: String, after: Duration },
+    /// A retried call (an append) whose last attempt timed out: `after` bounds each
+    /// attempt, not the call, so the message says how many there were and how long they
+    /// all took.
+    #[error(
+        "{endpoint}: no answer within {after:?} on {} ({:.1}s in all)",
+        attempts_timed_out(*.n_timeouts, *.n_attempts),
+        .elapsed.as_secs_f64()
+    )]
+    TimeoutRetried {
+        endpoint: String,
+        after: Duration,
+        n_attempts: usize,
+        n_timeouts: usize,
+        elapsed: Duration,
+    },
     /// The node refused the call; sending it again unchanged gives the same answer.
     #[error("node refused the call ({}): {message}", code_name(*.code))]
     Rejected { code: Code, message: String },
@@ -133,7 +149,9 @@ impl Error {
     /// did not answer in time.
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Unreachable { .. } | Error::Timeout { .. } => true,
+            Error::Unreachable { .. } | Error::Timeout { .. } | Error::TimeoutRetried { .. } => {
+                true
+            }
             Error::InvalidEndpoint { .. }
             | Error::InvalidToken
             | Error::Rejected { .. }
@@ -143,6 +161,15 @@ impl Error {
             | Error::TooLarge { .. }
             | Error::Write(_) => false,
         }
+    }
+}
+
+/// "each of 5 attempts", or "3 of 5 attempts" when the others failed another way.
+fn attempts_timed_out(n_timeouts: usize, n_attempts: usize) -> String {
+    if n_timeouts == n_attempts {
+        format!("each of {n_attempts} attempts")
+    } else {
+        format!("{n_timeouts} of {n_attempts} attempts")
     }
 }
 
@@ -507,7 +534,7 @@ impl Client {
     /// [`Error::Rejected`] with the node's code and message for a refused append; the last
     /// transient error when every attempt failed; [`Error::BadResponse`].
     pub async fn append(&self, req: pb::AppendRequest) -> Result<AppendReceipt, Error> {
-        (|| async {
+        self.retried(|| async {
             let mut rpc = self.rpc.clone();
             let answer = self.call(rpc.append(self.request(req.clone()))).await?;
             let receipt = answer
@@ -516,9 +543,47 @@ impl Client {
                 .ok_or_else(|| bad_field("receipt", "is missing"))?;
             receipt_from_wire("receipt", receipt)
         })
+        .await
+    }
+
+    /// Runs `attempt` until it succeeds, fails for good, or the retries run out. A last
+    /// error that is a timeout after several attempts becomes [`Error::TimeoutRetried`]:
+    /// "no answer within 3s" after 20 s of retrying would mislead.
+    async fn retried<T, Fut>(&self, mut attempt: impl FnMut() -> Fut) -> Result<T, Error>
+    where
+        Fut: Future<Output = Result<T, Error>>,
+    {
+        let started = tokio::time::Instant::now();
+        // Atomics rather than cells: the future must stay Send for callers that spawn it.
+        let n_attempts = AtomicUsize::new(0);
+        let n_timeouts = AtomicUsize::new(0);
+        let (n_attempts, n_timeouts) = (&n_attempts, &n_timeouts);
+        let result = (|| {
+            let answer = attempt();
+            async move {
+                n_attempts.fetch_add(1, Ordering::Relaxed);
+                let answer = answer.await;
+                if let Err(Error::Timeout { .. }) = answer {
+                    n_timeouts.fetch_add(1, Ordering::Relaxed);
+                }
+                answer
+            }
+        })
         .retry(self.backoff())
         .when(Error::is_transient)
-        .await
+        .await;
+        match result {
+            Err(Error::Timeout { endpoint, after }) if n_attempts.load(Ordering::Relaxed) > 1 => {
+                Err(Error::TimeoutRetried {
+                    endpoint,
+                    after,
+                    n_attempts: n_attempts.load(Ordering::Relaxed),
+                    n_timeouts: n_timeouts.load(Ordering::Relaxed),
+                    elapsed: started.elapsed(),
+                })
+            }
+            other => other,
+        }
     }
 
     /// Appends scans buffered while offline, in order; each answered on its own (a refused
@@ -534,14 +599,13 @@ impl Client {
     ) -> Result<Vec<Result<AppendReceipt, Error>>, Error> {
         let batch = pb::AppendBatchRequest { requests: reqs };
         let n_requests = batch.requests.len();
-        let answer = (|| async {
-            let mut rpc = self.rpc.clone();
-            self.call(rpc.append_batch(self.request(batch.clone())))
-                .await
-        })
-        .retry(self.backoff())
-        .when(Error::is_transient)
-        .await?;
+        let answer = self
+            .retried(|| async {
+                let mut rpc = self.rpc.clone();
+                self.call(rpc.append_batch(self.request(batch.clone())))
+                    .await
+            })
+            .await?;
         if answer.results.len() != n_requests {
             return Err(bad_field(
                 "results",

@@ -119,6 +119,63 @@ fn a_closed_pipe_neither_panics_nor_changes_the_exit_code() {
     }
 }
 
+/// Runs `ledger` with standard error (and, with `stdout_too`, standard output) a pipe
+/// whose reading end is already closed, as in `ledger replay ... 2>&1 | head -0`.
+fn ledger_with_closed_stderr(args: &[&str], stdout_too: bool) -> Output {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let stdout = if stdout_too {
+        std::process::Stdio::from(writer.try_clone().expect("clone the pipe"))
+    } else {
+        std::process::Stdio::piped()
+    };
+    Command::new(env!("CARGO_BIN_EXE_ledger"))
+        .args(args)
+        .env_remove("LEDGER_NODE")
+        .env_remove("LEDGER_TOKEN")
+        .stdout(stdout)
+        .stderr(writer)
+        .output()
+        .expect("run ledger")
+}
+
+#[test]
+fn a_closed_stderr_neither_panics_nor_changes_the_exit_code() {
+    let s = Setup::new();
+    s.build("valid/standard.toml", "std.bundle");
+    let bytes = std::fs::read(s.path("std.bundle")).expect("read");
+    std::fs::write(s.path("cut.bundle"), &bytes[..bytes.len() / 2]).expect("write");
+    std::fs::write(s.path("t.token"), "tok\n").expect("write");
+    // A port that was free a moment ago; nothing listens on it now.
+    let refused = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    let refused = format!("http://{refused}");
+    let (missing, token) = (s.path("missing.token"), s.path("t.token"));
+    let (cut, anchor, out) = (s.path("cut.bundle"), s.path("anchor.pub"), s.path("a.pub"));
+    let cases: [(&[&str], i32); 5] = [
+        (&["chain", "CHA999926ABC123", "--token-file", &missing], 3),
+        (&["node-info"], 2),
+        (
+            &["node-info", "--node", &refused, "--token-file", &token],
+            3,
+        ),
+        (&["epcis", &cut, "--anchor", &anchor], 1),
+        (&["fixture", "anchor", "--out", &out], 0),
+    ];
+    for (args, code) in cases {
+        for stdout_too in [false, true] {
+            let run = ledger_with_closed_stderr(args, stdout_too);
+            assert_eq!(
+                run.status.code(),
+                Some(code),
+                "{args:?} (stdout closed too: {stdout_too}): stdout {}",
+                String::from_utf8_lossy(&run.stdout)
+            );
+        }
+    }
+}
 #[test]
 fn truncated_bundle_exits_1_with_malformed_finding() {
     let s = Setup::new();

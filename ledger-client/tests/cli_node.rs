@@ -206,3 +206,204 @@ fn replay_needs_every_sites_token_before_it_starts() {
     ]);
     check_exit(&out, 3, "no token file for site");
 }
+
+/// A fixture bundle (TEST-ONLY keys) and the anchor that verifies it, in `dir`.
+fn fixture_bundle(dir: &Dir) -> Vec<u8> {
+    let bundle = format!("{}/fixture.bundle", dir.path());
+    let anchor = format!("{}/anchor.pub", dir.path());
+    let journey = journey("valid/standard.toml");
+    let built = ledger(&[
+        "fixture",
+        "build",
+        journey.to_str().expect("utf8"),
+        "--out",
+        &bundle,
+    ]);
+    check_exit(&built, 0, "");
+    check_exit(&ledger(&["fixture", "anchor", "--out", &anchor]), 0, "");
+    std::fs::read(&bundle).expect("read the bundle")
+}
+
+/// A fake node that exports `bundle` in chunks, announcing `total` bytes.
+async fn exporting(bundle: &[u8], total: u64) -> (Fake, String) {
+    let fake = Fake::default();
+    {
+        let mut s = fake.0.lock().expect("lock");
+        s.export_chunks = bundle.chunks(1000).map(<[u8]>::to_vec).collect();
+        s.export_total = total;
+    }
+    let node = serve(fake.clone()).await;
+    (fake, node)
+}
+
+async fn export_to(node: &str, token: &str, out: &str) -> Output {
+    ledger_async(
+        [
+            "export",
+            "CHA999926ABC123",
+            "--out",
+            out,
+            "--node",
+            node,
+            "--token-file",
+            token,
+        ]
+        .map(String::from)
+        .to_vec(),
+    )
+    .await
+}
+
+/// The names in `dir`, sorted.
+fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("list")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn export_replaces_a_regular_file_with_the_whole_bundle() {
+    let dir = Dir::new();
+    let bundle = fixture_bundle(&dir);
+    let (_fake, node) = exporting(&bundle, bundle.len() as u64).await;
+    let token = dir.write("t.token", "tok\n");
+    let out = dir.write("chain.bundle", "an older file");
+    let run = export_to(&node, &token, &out).await;
+    check_exit(&run, 0, &format!("wrote {out} ({} bytes", bundle.len()));
+    assert_eq!(std::fs::read(&out).expect("read"), bundle);
+    let anchor = format!("{}/anchor.pub", dir.path());
+    check_exit(
+        &ledger(&["verify-bundle", &out, "--anchor", &anchor]),
+        0,
+        "",
+    );
+    let expected = ["anchor.pub", "chain.bundle", "fixture.bundle", "t.token"];
+    assert_eq!(names(dir.0.path()), expected, "no temporary file is left");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_export_leaves_the_old_file_and_nothing_else() {
+    let dir = Dir::new();
+    let bundle = fixture_bundle(&dir);
+    // The node announces one byte more than it sends.
+    let (_fake, node) = exporting(&bundle, bundle.len() as u64 + 1).await;
+    let token = dir.write("t.token", "tok\n");
+    let out = dir.write("chain.bundle", "an older file");
+    let run = export_to(&node, &token, &out).await;
+    let announced = bundle.len() + 1;
+    let message = format!("announced {announced} bytes but sent {}", bundle.len());
+    check_exit(&run, 3, &message);
+    assert_eq!(
+        std::fs::read_to_string(&out).expect("read"),
+        "an older file"
+    );
+    let expected = ["anchor.pub", "chain.bundle", "fixture.bundle", "t.token"];
+    assert_eq!(names(dir.0.path()), expected, "no temporary file is left");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn export_refuses_an_out_that_is_no_regular_file_before_fetching() {
+    let dir = Dir::new();
+    let (fake, node) = exporting(b"never asked for", 15).await;
+    let token = dir.write("t.token", "tok\n");
+    std::fs::create_dir(dir.0.path().join("sub")).expect("mkdir");
+    let fifo = format!("{}/fifo", dir.path());
+    let made = Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success(), "mkfifo {fifo}");
+    let sub = format!("{}/sub", dir.path());
+    let refusals = [
+        (sub.clone(), format!("{sub}: is a directory, which would be replaced by a regular file; give the path of the file to write")),
+        (format!("{sub}/"), format!("{sub}/: names a directory; give the path of the file to write")),
+        (fifo.clone(), format!("{fifo}: is a fifo, which would be replaced by a regular file; give the path of the file to write")),
+        (format!("{sub}/none/x.bundle"), format!("{sub}/none/x.bundle: the directory {sub}/none does not exist; create it first")),
+    ];
+    for (out, message) in refusals {
+        let run = export_to(&node, &token, &out).await;
+        check_exit(&run, 2, &format!("ledger: {message}\n"));
+    }
+    use std::os::unix::fs::FileTypeExt;
+    let kind = std::fs::metadata(&fifo).expect("stat the fifo").file_type();
+    assert!(kind.is_fifo(), "the fifo is still a fifo: {kind:?}");
+    assert_eq!(names(dir.0.path()), ["fifo", "sub", "t.token"]);
+    assert!(names(&dir.0.path().join("sub")).is_empty());
+    let asked = fake.0.lock().expect("lock").seen_auth.len();
+    assert_eq!(asked, 0, "nothing was fetched");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_next_page_hint_repeats_the_filter() {
+    let node = serve(Fake::default()).await;
+    let dir = Dir::new();
+    let token = dir.write("t.token", "tok\n");
+    let cases: [(&[&str], &str); 4] = [
+        (&[], "more: ledger chains --page-token p2"),
+        (
+            &["--status", "administered"],
+            "more: ledger chains --status administered --page-token p2",
+        ),
+        (
+            &["--page-size", "2"],
+            "more: ledger chains --page-size 2 --page-token p2",
+        ),
+        (
+            &[
+                "--status",
+                "administered",
+                "--page-size",
+                "2",
+                "--page-token",
+                "p1",
+            ],
+            "more: ledger chains --status administered --page-size 2 --page-token p2",
+        ),
+    ];
+    for (filter, hint) in cases {
+        let mut args: Vec<String> = ["chains", "--node", &node, "--token-file", &token]
+            .map(String::from)
+            .to_vec();
+        args.extend(filter.iter().map(|a| a.to_string()));
+        let run = ledger_async(args).await;
+        check_exit(&run, 0, "");
+        let stdout = String::from_utf8_lossy(&run.stdout);
+        assert_eq!(stdout.lines().last(), Some(hint), "{filter:?}: {stdout}");
+    }
+}
+
+#[test]
+fn an_append_that_never_gets_an_answer_says_how_long_it_tried() {
+    // The kernel accepts connections into the backlog, and nothing ever reads or answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let node = format!("http://{}", silent.local_addr().expect("addr"));
+    let dir = Dir::new();
+    let token = dir.write("t.token", "tok\n");
+    let step = dir.write("step.toml", STEP);
+    let run = ledger(&[
+        "append",
+        &step,
+        "--node",
+        &node,
+        "--token-file",
+        &token,
+        "--timeout",
+        "1",
+    ]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(3), "stderr: {stderr}");
+    let prefix = format!("ledger: {node}: no answer within 1s on each of 5 attempts (");
+    let elapsed = stderr
+        .strip_prefix(&prefix)
+        .and_then(|rest| rest.strip_suffix("s in all)\n"))
+        .and_then(|secs| secs.parse::<f64>().ok());
+    // Five attempts of a second each, and the pauses between them.
+    assert!(
+        elapsed.is_some_and(|secs| (5.0..60.0).contains(&secs)),
+        "stderr: {stderr}"
+    );
+    drop(silent);
+}

@@ -147,12 +147,12 @@ pub(super) fn run(
                 if json {
                     out::println(render::verdict_json(&report, &anchor));
                 } else {
-                    eprint!("{}", render::verdict_text(&report, &anchor));
+                    out::eprint(render::verdict_text(&report, &anchor));
                 }
-                eprintln!(
+                out::eprintln(format_args!(
                     "ledger: {}: the chain is not intact; no EPCIS document written",
                     bundle_path.display()
-                );
+                ));
                 return Ok(exit::for_verdict(report.verdict.kind));
             }
             report
@@ -170,7 +170,7 @@ pub(super) fn run(
                 if json {
                     out::println(json!({ "error": message, "exit_code": code }).to_string());
                 } else {
-                    eprintln!("ledger: {message}");
+                    out::eprintln(format_args!("ledger: {message}"));
                 }
                 return Ok(ExitCode::from(code));
             }
@@ -195,7 +195,7 @@ pub(super) fn run(
                 );
                 return Ok(ExitCode::SUCCESS);
             }
-            eprintln!(
+            out::eprintln(format_args!(
                 "wrote {} ({} EPCIS events, chain {}, exported by {} at {}{})",
                 path.display(),
                 distinct_events(&bundle.events),
@@ -207,7 +207,7 @@ pub(super) fn run(
                 } else {
                     ", not verified: give --anchor to verify first"
                 }
-            );
+            ));
         }
     }
     Ok(ExitCode::SUCCESS)

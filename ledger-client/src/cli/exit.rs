@@ -61,6 +61,7 @@ pub fn code_for_error(err: &CliError) -> u8 {
         // The node could not be reached or did not answer usably.
         client::Error::Unreachable { .. }
         | client::Error::Timeout { .. }
+        | client::Error::TimeoutRetried { .. }
         | client::Error::Failed { .. }
         | client::Error::BadResponse { .. }
         | client::Error::ExportLength { .. }

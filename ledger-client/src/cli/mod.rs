@@ -8,6 +8,7 @@ mod out;
 mod progress;
 mod remote;
 mod render;
+mod replace_file;
 pub mod replay;
 pub mod report;
 pub mod step_file;
@@ -45,7 +46,9 @@ struct NodeArgs {
         default_value = "http://127.0.0.1:50051"
     )]
     node: String,
-    /// Seconds each call may take.
+    /// Seconds each call may take. This bounds each attempt: `append` and `replay` try an
+    /// append again (a few times, with a growing pause) when it times out or the node is
+    /// unreachable, so they can take several times this before giving up.
     #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     timeout: u64,
     /// PEM file of the CA that signed the node's TLS certificate (for an https:// node).
@@ -205,6 +208,9 @@ enum Command {
     Export {
         #[arg(value_parser = parse_coi)]
         coi: Coi,
+        /// Where to write the bundle. A regular file already there is replaced, once the
+        /// whole bundle arrived; a directory, device, fifo or socket is refused before
+        /// anything is fetched.
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
         #[command(flatten)]
@@ -506,7 +512,7 @@ pub fn main() -> ExitCode {
                     "exit_code": code,
                 }));
             } else {
-                eprintln!("ledger: {err}");
+                out::eprintln(format_args!("ledger: {err}"));
             }
             ExitCode::from(code)
         }
@@ -693,23 +699,23 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
             let built = fixtures::build(&text)
                 .map_err(|e| CliError::Usage(format!("{}: {e}", journey.display())))?;
             write(&out, &built.bundle)?;
-            eprintln!(
+            out::eprintln(format_args!(
                 "wrote {} ({} events, chain {}, TEST-ONLY keys)",
                 out.display(),
                 built.events.len(),
                 built.coi
-            );
+            ));
             Ok(ExitCode::SUCCESS)
         }
         Command::Fixture(FixtureCommand::Anchor { out, network }) => {
             let network = NetworkId::parse(&network).map_err(|e| CliError::Usage(e.to_string()))?;
             let anchor = fixtures::keys::anchor(&network).public();
             write(&out, format!("{}\n", anchor.to_hex()).as_bytes())?;
-            eprintln!(
+            out::eprintln(format_args!(
                 "wrote {} (TEST-ONLY anchor of network {network}, fingerprint {})",
                 out.display(),
                 anchor.fingerprint()
-            );
+            ));
             Ok(ExitCode::SUCCESS)
         }
         Command::Fixture(FixtureCommand::Synth { events, out }) => {
@@ -721,11 +727,11 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
             }
             let synth = fixtures::synth::synth(events);
             write(&out, &synth.bundle())?;
-            eprintln!(
+            out::eprintln(format_args!(
                 "wrote {} ({events} events, chain {}, TEST-ONLY keys)",
                 out.display(),
                 synth.coi
-            );
+            ));
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -3,6 +3,7 @@
 //! [`super::exit`] to be mapped once.
 
 use super::exit::{self, CliError};
+use super::replace_file::Replacement;
 use super::replay::{Replay, ReplayError};
 use super::step_file::{append_request, parse_step_file};
 use super::{out, read_text, render, unreadable, NodeArgs, Output, TokenArgs};
@@ -10,7 +11,7 @@ use crate::client::{Client, ClientConfig, PageToken};
 use ledger_core::{Coi, Millis, Status, Timestamp};
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_stream::StreamExt;
@@ -125,8 +126,10 @@ pub(super) async fn verify(
     Ok(exit::for_verdict(v.verdict))
 }
 
-/// Writes the bundle to `<out>.partial` and renames it into place only once every byte
-/// arrived, so a failed export never leaves a file that looks like a bundle.
+/// Checks `--out` before anything is fetched, then writes the bundle beside it under a
+/// name of this run's own and gives it the name `--out` only once every byte arrived and
+/// is synced (see [`Replacement`]), so a failed export never leaves a file that looks like
+/// a bundle, nor a half-written one in place of the old file.
 pub(super) async fn export(
     coi: &Coi,
     out: &Path,
@@ -134,51 +137,35 @@ pub(super) async fn export(
     token: &TokenArgs,
     output: Output,
 ) -> Result<ExitCode, CliError> {
+    let replacement = Replacement::begin(out)?;
     let client = connect(node, token).await?;
-    let mut partial = out.as_os_str().to_owned();
-    partial.push(".partial");
-    let partial = PathBuf::from(partial);
-    let unwritable = |path: &Path, e: std::io::Error| CliError::Unwritable {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    };
-    let file = tokio::fs::File::create(&partial)
-        .await
-        .map_err(|e| unwritable(&partial, e))?;
-    let mut file = tokio::io::BufWriter::new(file);
+    let mut file = tokio::io::BufWriter::new(tokio::fs::File::from_std(replacement.file()?));
     let receiving = super::progress::bytes(format!("exporting {coi}"));
     let exported = client
         .export(coi, receiving.wrap_async_write(&mut file))
         .await;
     receiving.finish_and_clear();
-    let n_bytes = match exported {
-        Ok(n) => n,
-        Err(e) => {
-            drop(file);
-            // Best effort: the partial file is garbage either way, and the export error is
-            // the one worth reporting.
-            let _ = tokio::fs::remove_file(&partial).await;
-            return Err(e.into());
-        }
-    };
-    file.into_inner()
-        .sync_all()
-        .await
-        .map_err(|e| unwritable(&partial, e))?;
-    tokio::fs::rename(&partial, out)
-        .await
-        .map_err(|e| unwritable(out, e))?;
+    // Dropping `replacement` on an error removes the temporary file.
+    let n_bytes = exported.map_err(|e| match e {
+        crate::client::Error::Write(e) => CliError::Unwritable {
+            path: replacement.target().display().to_string(),
+            reason: e.to_string(),
+        },
+        other => CliError::Node(other),
+    })?;
+    drop(file);
+    replacement.commit()?;
     match output {
         Output::Json => print_json(serde_json::json!({
             "path": out.display().to_string(),
             "coi": coi.as_str(),
             "n_bytes": n_bytes,
         })),
-        Output::Text => eprintln!(
+        Output::Text => out::eprintln(format_args!(
             "wrote {} ({n_bytes} bytes, chain {coi}); check it offline with `ledger verify-bundle {} --anchor ANCHOR`",
             out.display(),
             out.display()
-        ),
+        )),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -231,7 +218,7 @@ pub(super) async fn chains(
         .await?;
     match output {
         Output::Json => print_json(render::chains_json(&page)),
-        Output::Text => out::print(render::chains_text(&page)),
+        Output::Text => out::print(render::chains_text(&page, status, page_size)),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -327,7 +314,7 @@ pub(super) async fn replay(
         plan = plan.with_start(start).map_err(usage)?;
     }
     if let Some(note) = future_note(&plan) {
-        eprintln!("note: {note}");
+        out::eprintln(format_args!("note: {note}"));
     }
     let mut site_tokens = BTreeMap::new();
     for site in plan.sites() {
@@ -344,7 +331,7 @@ pub(super) async fn replay(
         site_tokens.insert(site.to_owned(), read_token(&path)?);
     }
     for note in plan.notes() {
-        eprintln!("note: {note}");
+        out::eprintln(format_args!("note: {note}"));
     }
     let first_site = site_tokens.iter().next().ok_or_else(|| {
         CliError::Usage(format!("{}: the journey has no steps", journey.display()))
@@ -403,12 +390,12 @@ pub(super) async fn replay(
         )
         .await?;
     if output == Output::Text {
-        eprintln!(
+        out::eprintln(format_args!(
             "replayed {} ({} steps) as chain {}",
             plan.name(),
             done.len(),
             plan.coi()
-        );
+        ));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -417,7 +417,14 @@ pub fn chains_json(page: &ChainsPage) -> String {
     .to_string()
 }
 
-pub fn chains_text(page: &ChainsPage) -> String {
+/// `status` and `page_size` are the options the page was asked with: the command that
+/// fetches the next page repeats them, or it would list other chains in pages of another
+/// size.
+pub fn chains_text(
+    page: &ChainsPage,
+    status: Option<ledger_core::Status>,
+    page_size: Option<u16>,
+) -> String {
     let mut t = table(vec![
         "chain",
         "status",
@@ -444,10 +451,14 @@ pub fn chains_text(page: &ChainsPage) -> String {
     }
     let mut out = format!("{} chains\n{t}\n", page.chains.len());
     if let Some(token) = &page.next_page_token {
-        out.push_str(&format!(
-            "more: ledger chains --page-token {}\n",
-            token.as_str()
-        ));
+        out.push_str("more: ledger chains");
+        if let Some(status) = status {
+            out.push_str(&format!(" --status {}", status.as_str()));
+        }
+        if let Some(page_size) = page_size {
+            out.push_str(&format!(" --page-size {page_size}"));
+        }
+        out.push_str(&format!(" --page-token {}\n", token.as_str()));
     }
     out
 }

@@ -134,7 +134,10 @@ pub(super) fn run(
                     .to_string(),
                 ),
                 super::Output::Text => {
-                    eprintln!("ledger: {}: {e}; no report written", bundle_path.display());
+                    super::out::eprintln(format_args!(
+                        "ledger: {}: {e}; no report written",
+                        bundle_path.display()
+                    ));
                 }
             }
             return Ok(ExitCode::from(code));
@@ -161,7 +164,7 @@ pub(super) fn run(
         );
         return Ok(ExitCode::SUCCESS);
     }
-    eprintln!(
+    super::out::eprintln(format_args!(
         "wrote {} ({}, {} events, {} findings{})",
         out.display(),
         v.kind.as_str(),
@@ -172,7 +175,7 @@ pub(super) fn run(
         } else {
             "; anchor NOT checked: pass --anchor"
         }
-    );
+    ));
     Ok(ExitCode::SUCCESS)
 }
 
