@@ -49,6 +49,18 @@ pub const APPROVALS_MAX: usize = 8;
 /// Free text (reasons, notes, locations, step names, printed names).
 pub const TEXT_BYTES_MAX: usize = 1024;
 
+/// The first character in `text` that a writer must not put into free text: a control
+/// character (escape sequences can erase a line and print a false verdict on an auditor's
+/// terminal; line breaks forge lines in listings) or a bidirectional-formatting character
+/// (which reorders what is shown). Events read back are not checked: what was signed
+/// stays verifiable; renderers escape it.
+pub fn unprintable(text: &str) -> Option<char> {
+    text.chars().find(|&c| {
+        c.is_control()
+            || matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+    })
+}
+
 const WHAT: &str = "event";
 
 /// The meaning of a signature (21 CFR 11.50(a)(3)).
@@ -1113,6 +1125,24 @@ impl Event {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn free_text_may_not_hold_controls_or_bidi_formatting() {
+        assert_eq!(unprintable("K. Kim RN, Zürich, 4 °C, 患者"), None);
+        for (text, bad) in [
+            ("K. Kim\u{1b}[32mINTACT", '\u{1b}'),
+            ("two\nlines", '\n'),
+            ("tab\there", '\t'),
+            ("nul\0", '\0'),
+            ("bell\u{7}", '\u{7}'),
+            ("c1\u{9b}31m", '\u{9b}'),
+            ("rtl\u{202e}gnp.exe", '\u{202e}'),
+            ("isolate\u{2067}x", '\u{2067}'),
+            ("mark\u{200f}", '\u{200f}'),
+        ] {
+            assert_eq!(unprintable(text), Some(bad), "{text:?}");
+        }
+    }
     use super::*;
 
     fn unsigned(seq: u64, recorded_at: i64) -> UnsignedEvent {

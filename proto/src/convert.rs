@@ -23,6 +23,21 @@ pub struct ConvertError {
     pub reason: String,
 }
 
+/// Free text from a request, refused if it holds a character that can make a terminal,
+/// a report or an export show something other than what was signed.
+fn text(field: &str, s: &str) -> Result<String, ConvertError> {
+    match ledger_core::event::unprintable(s) {
+        Some(c) => Err(err(
+            field,
+            format!(
+                "holds the character U+{:04X}; free text may hold no control characters (line breaks and tabs included) and no bidirectional-formatting characters, which can make a terminal or a report show something other than what was signed",
+                u32::from(c)
+            ),
+        )),
+        None => Ok(s.to_owned()),
+    }
+}
+
 fn err(field: impl Into<String>, reason: impl Into<String>) -> ConvertError {
     ConvertError {
         field: field.into(),
@@ -172,7 +187,7 @@ pub fn body_from_wire(field: &str, body: Option<&pb::EventBody>) -> Result<Body,
         Kind::Pack(p) => Body::Pack {
             shipper: shipper(&format!("{field}.pack.shipper_id"), &p.shipper_id)?,
             units: units(&format!("{field}.pack.unit_ids"), &p.unit_ids)?,
-            seal: p.seal.clone(),
+            seal: text(&format!("{field}.pack.seal"), &p.seal)?,
         },
         Kind::Unpack(u) => Body::Unpack {
             shipper: shipper(&format!("{field}.unpack.shipper_id"), &u.shipper_id)?,
@@ -189,15 +204,15 @@ pub fn body_from_wire(field: &str, body: Option<&pb::EventBody>) -> Result<Body,
         },
         Kind::Store(s) => Body::Store {
             unit: unit(&format!("{field}.store.unit_id"), &s.unit_id)?,
-            location: s.location.clone(),
+            location: text(&format!("{field}.store.location"), &s.location)?,
         },
         Kind::Retrieve(r) => Body::Retrieve {
             unit: unit(&format!("{field}.retrieve.unit_id"), &r.unit_id)?,
-            location: r.location.clone(),
+            location: text(&format!("{field}.retrieve.location"), &r.location)?,
         },
         Kind::ManufacturingStep(m) => Body::ManufacturingStep {
             units: units(&format!("{field}.manufacturing_step.unit_ids"), &m.unit_ids)?,
-            step: m.step.clone(),
+            step: text(&format!("{field}.manufacturing_step.step"), &m.step)?,
         },
         Kind::Transformation(t) => Body::Transformation {
             inputs: units(
@@ -232,18 +247,18 @@ pub fn body_from_wire(field: &str, body: Option<&pb::EventBody>) -> Result<Body,
                 &d.condition_event_id,
             )?,
             accepted: d.accepted,
-            reason: d.reason.clone(),
+            reason: text(&format!("{field}.excursion_disposition.reason"), &d.reason)?,
         },
         Kind::QcHold(q) => Body::QcHold {
             units: units(&format!("{field}.qc_hold.unit_ids"), &q.unit_ids)?,
-            reason: q.reason.clone(),
+            reason: text(&format!("{field}.qc_hold.reason"), &q.reason)?,
         },
         Kind::QcRelease(q) => Body::QcRelease {
             units: units(&format!("{field}.qc_release.unit_ids"), &q.unit_ids)?,
         },
         Kind::QcReject(q) => Body::QcReject {
             units: units(&format!("{field}.qc_reject.unit_ids"), &q.unit_ids)?,
-            reason: q.reason.clone(),
+            reason: text(&format!("{field}.qc_reject.reason"), &q.reason)?,
         },
         Kind::Administration(a) => Body::Administration {
             unit: unit(&format!("{field}.administration.unit_id"), &a.unit_id)?,
@@ -254,7 +269,7 @@ pub fn body_from_wire(field: &str, body: Option<&pb::EventBody>) -> Result<Body,
         },
         Kind::Destruction(d) => Body::Destruction {
             unit: unit(&format!("{field}.destruction.unit_id"), &d.unit_id)?,
-            reason: d.reason.clone(),
+            reason: text(&format!("{field}.destruction.reason"), &d.reason)?,
             witness: match &d.witness {
                 None => None,
                 Some(w) => Some(Witness {
@@ -262,14 +277,17 @@ pub fn body_from_wire(field: &str, body: Option<&pb::EventBody>) -> Result<Body,
                         &format!("{field}.destruction.witness.operator_id"),
                         &w.operator_id,
                     )?,
-                    printed_name: w.printed_name.clone(),
+                    printed_name: text(
+                        &format!("{field}.destruction.witness.printed_name"),
+                        &w.printed_name,
+                    )?,
                 }),
             },
         },
         Kind::Reassignment(r) => Body::Reassignment {
             from_coi: coi(&format!("{field}.reassignment.from_coi"), &r.from_coi)?,
             units: new_units(&format!("{field}.reassignment.units"), &r.units)?,
-            reason: r.reason.clone(),
+            reason: text(&format!("{field}.reassignment.reason"), &r.reason)?,
             approvals: r
                 .approvals
                 .iter()
@@ -280,7 +298,10 @@ pub fn body_from_wire(field: &str, body: Option<&pb::EventBody>) -> Result<Body,
                             &format!("{field}.reassignment.approvals[{i}].operator_id"),
                             &a.operator_id,
                         )?,
-                        printed_name: a.printed_name.clone(),
+                        printed_name: text(
+                            &format!("{field}.reassignment.approvals[{i}].printed_name"),
+                            &a.printed_name,
+                        )?,
                         qa: a.qa,
                     })
                 })
@@ -291,10 +312,10 @@ pub fn body_from_wire(field: &str, body: Option<&pb::EventBody>) -> Result<Body,
                 &format!("{field}.correction.target_event_id"),
                 &c.target_event_id,
             )?,
-            reason: c.reason.clone(),
+            reason: text(&format!("{field}.correction.reason"), &c.reason)?,
         },
         Kind::Note(n) => Body::Note {
-            text: n.text.clone(),
+            text: text(&format!("{field}.note.text"), &n.text)?,
         },
         Kind::Unknown(_) => {
             return Err(err(
@@ -350,7 +371,7 @@ impl TryFrom<&pb::AppendRequest> for AppendDraft {
             occurred_at: timestamp_from_wire("occurred_time", r.occurred_time.as_ref())?,
             signer: Signer {
                 operator: operator("signer.operator_id", &signer.operator_id)?,
-                printed_name: signer.printed_name.clone(),
+                printed_name: text("signer.printed_name", &signer.printed_name)?,
                 meaning: meaning_from_wire("signer.meaning", signer.meaning)?,
             },
             body: body_from_wire("body", r.body.as_ref())?,

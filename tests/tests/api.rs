@@ -255,6 +255,32 @@ async fn bad_input_gets_precise_status_and_writes_nothing() {
         "body.store.unit_id",
     );
 
+    // Text that would show an auditor's terminal something else than what was signed.
+    let mut r = note("n-12", "clinic-a");
+    r.signer = Some(pb::Signer {
+        operator_id: "op".into(),
+        printed_name: "K. Kim\u{1b}[2K\r\u{1b}[32mINTACT\u{1b}[0m".into(),
+        meaning: pb::SignatureMeaning::Performed as i32,
+    });
+    check(
+        api.append(Some(&clinic), r).await,
+        Code::InvalidArgument,
+        "signer.printed_name: holds the character U+001B; free text may hold no control characters",
+    );
+    let r = req(
+        "n-13",
+        "clinic-a",
+        T0,
+        pb::event_body::Kind::Note(pb::Note {
+            text: "rtl\u{202e}gnp.exe".into(),
+        }),
+    );
+    check(
+        api.append(Some(&clinic), r).await,
+        Code::InvalidArgument,
+        "body.note.text: holds the character U+202E",
+    );
+
     // A scan from the future (the scanner's clock is wrong).
     let r = req(
         "n-11",
