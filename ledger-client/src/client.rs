@@ -113,6 +113,18 @@ impl Error {
                 after,
             };
         }
+        // A connection that broke before the answer (a node stopping or killed mid-call)
+        // comes back as UNKNOWN, but it is the node out of reach like UNAVAILABLE: whether
+        // the call took effect is unknown, and a retry with the same request id tells.
+        if status.code() == Code::Unknown && connection_broke(status) {
+            return Error::Unreachable {
+                endpoint: endpoint.to_owned(),
+                reason: format!(
+                    "the connection broke before the answer ({}); whether the call took effect is unknown: an append sent again with the same request id is stored at most once",
+                    status_reason(status)
+                ),
+            };
+        }
         Error::from_code(endpoint, after, status.code(), &status_reason(status))
     }
 
@@ -162,6 +174,28 @@ impl Error {
             | Error::Write(_) => false,
         }
     }
+}
+
+/// Whether `status` stands for a connection that was reset, aborted or closed under the
+/// call (an I/O error of that kind somewhere in its sources).
+fn connection_broke(status: &tonic::Status) -> bool {
+    use std::io::ErrorKind;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                ErrorKind::ConnectionReset
+                    | ErrorKind::ConnectionAborted
+                    | ErrorKind::BrokenPipe
+                    | ErrorKind::UnexpectedEof
+            ) {
+                return true;
+            }
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// "each of 5 attempts", or "3 of 5 attempts" when the others failed another way.
@@ -1071,6 +1105,35 @@ mod tests {
             matches!(e, Error::Rejected { .. }),
             rejected,
             "{code:?}: {e}"
+        );
+    }
+
+    /// A connection reset under the call (tonic: UNKNOWN with the I/O error as a source)
+    /// is the node out of reach, retried with the same request id; any other UNKNOWN is
+    /// the node's failure.
+    #[test]
+    fn a_connection_broken_under_the_call_is_transient() {
+        let after = Duration::from_secs(1);
+        for kind in [
+            std::io::ErrorKind::ConnectionReset,
+            std::io::ErrorKind::BrokenPipe,
+        ] {
+            let status = tonic::Status::from_error(Box::new(std::io::Error::new(kind, "gone")));
+            assert_eq!(status.code(), Code::Unknown);
+            let e = Error::from_status("http://n", after, &status);
+            assert!(e.is_transient(), "{kind:?}: {e}");
+            assert!(
+                e.to_string()
+                    .contains("the connection broke before the answer")
+                    && e.to_string().contains("same request id"),
+                "{e}"
+            );
+        }
+        let other = tonic::Status::from_error(Box::new(std::io::Error::other("disk on fire")));
+        let e = Error::from_status("http://n", after, &other);
+        assert!(
+            !e.is_transient() && matches!(e, Error::Failed { .. }),
+            "{e}"
         );
     }
 
