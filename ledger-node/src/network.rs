@@ -171,6 +171,17 @@ fn write_public(path: &Path, contents: &[u8]) -> Result<(), NetworkError> {
     write_synced(path, contents, false)
 }
 
+/// Creates `dir` (and its missing parents) with mode 0700, whatever the umask: under a
+/// directory others may write, another user could put their own token or key in place.
+fn private_dir_all(dir: &Path) -> Result<(), NetworkError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| io(dir, e))
+}
+
 /// Makes the entries of a directory (files created or renamed in it) durable.
 fn sync_dir(dir: &Path) -> Result<(), NetworkError> {
     std::fs::File::open(dir)
@@ -238,7 +249,7 @@ pub fn create_dev(
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
         _ => PathBuf::from("."),
     };
-    std::fs::create_dir_all(&parent).map_err(|e| io(&parent, e))?;
+    private_dir_all(&parent)?;
     let name = dir.file_name().map_or_else(
         || "network".to_owned(),
         |n| n.to_string_lossy().into_owned(),
@@ -303,7 +314,7 @@ fn remove_scratch(parent: &Path, name: &str) -> Result<Vec<PathBuf>, NetworkErro
 fn write_dev(dir: &Path, id: &NetworkId, now: Timestamp) -> Result<SecretKey, NetworkError> {
     const SUBDIRS: [&str; 4] = ["certs", "sites", "tokens", "revocations"];
     for sub in SUBDIRS {
-        std::fs::create_dir(dir.join(sub)).map_err(|e| io(&dir.join(sub), e))?;
+        private_dir_all(&dir.join(sub))?;
     }
     let anchor = SecretKey::from_seed(&random32(dir)?);
     write_secret(
@@ -374,6 +385,23 @@ fn read_secret(path: &Path) -> Result<Vec<u8>, NetworkError> {
                 path.display()
             ),
         ));
+    }
+    // A private file in a directory others may write can be replaced by theirs.
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let dir_mode = std::fs::metadata(dir)
+            .map_err(|e| io(dir, e))?
+            .permissions()
+            .mode();
+        if dir_mode & 0o022 != 0 {
+            return Err(invalid(
+                path,
+                format!(
+                    "is in a directory other users may write (mode {:04o}), so anyone could put their own file in its place: chmod 700 {}",
+                    dir_mode & 0o7777,
+                    dir.display()
+                ),
+            ));
+        }
     }
     read(path)
 }
@@ -629,6 +657,26 @@ mod tests {
         let key = dir.path().join("sites/clinic-a.key");
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o400)).unwrap();
         load(dir.path(), &[]).unwrap();
+
+        // The directories a secret sits in are created the owner's alone, whatever the
+        // umask; one that others may write is refused (they could swap in their token).
+        for sub in ["sites", "tokens", "certs", "revocations"] {
+            let mode = std::fs::metadata(dir.path().join(sub))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o700, "{sub}");
+        }
+        let tokens = dir.path().join("tokens");
+        std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = load(dir.path(), &[]).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!(
+                "is in a directory other users may write (mode 0777), so anyone could put their own file in its place: chmod 700 {}",
+                tokens.display()
+            )),
+            "{err}"
+        );
     }
 
     #[test]

@@ -28,7 +28,7 @@ use super::{BadRecord, Record, StoreError, PAYLOAD_BYTES_MAX, REQUEST_ID_BYTES_M
 use ledger_core::Event;
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 pub(super) const LOG_FILE: &str = "events.log";
@@ -258,10 +258,12 @@ pub(super) fn open_or_create(dir: &Path) -> Result<(File, PathBuf, u64), StoreEr
     let path = dir.join(LOG_FILE);
     if !path.exists() {
         let new = dir.join(LOG_FILE_NEW);
+        // Patients' chains of custody: the node's alone, whatever the umask.
         let mut file = OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
+            .mode(0o600)
             .open(&new)
             .map_err(io_error("creating", &new))?;
         let mut header = Vec::with_capacity(HEADER_LEN as usize);

@@ -340,11 +340,14 @@ impl Store {
         visit: impl FnMut(&Record),
     ) -> Result<(Store, OpenReport), StoreError> {
         let created = !cfg.dir.exists();
-        std::fs::create_dir_all(&cfg.dir).map_err(|source| StoreError::Io {
-            op: "creating",
-            path: cfg.dir.clone(),
-            source,
-        })?;
+        // The node's alone whatever the umask (0700): it holds patients' chains.
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(&cfg.dir)
+            .map_err(|source| StoreError::Io {
+                op: "creating",
+                path: cfg.dir.clone(),
+                source,
+            })?;
         if created {
             if let Some(parent) = cfg.dir.parent().filter(|p| !p.as_os_str().is_empty()) {
                 log::sync_dir(parent)?;
