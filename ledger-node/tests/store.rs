@@ -467,6 +467,17 @@ fn framed(records: &[Record]) -> Vec<u8> {
 
 /// Writes `bytes` right after the log's last record, as a write the crash interrupted
 /// would have (over preallocated zeros, if there are any).
+/// A store in `dir` holding every pool record, closed: its config, the records, the log.
+fn committed_pool(dir: &Path) -> (StoreConfig, Vec<Record>, Vec<u8>) {
+    let cfg = config(dir);
+    let records = pool_records();
+    let (store, ..) = open(&cfg);
+    store.commit(&records).unwrap();
+    drop(store);
+    let log = std::fs::read(log_path(&cfg)).unwrap();
+    (cfg, records, log)
+}
+
 fn append_raw(cfg: &StoreConfig, bytes: &[u8]) {
     use std::os::unix::fs::FileExt;
     let at = log_end(cfg);
@@ -832,12 +843,7 @@ fn a_complete_last_record_with_a_flipped_byte_is_refused_not_cut() {
 #[test]
 fn damage_in_the_middle_is_refused_without_an_index_and_by_rebuild_and_backup() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path());
-    let records = pool_records();
-    let (store, ..) = open(&cfg);
-    store.commit(&records).unwrap();
-    drop(store);
-    let mut log = std::fs::read(log_path(&cfg)).unwrap();
+    let (cfg, records, mut log) = committed_pool(dir.path());
     let ninth = 12 + framed(&records[..8]).len();
     log[ninth + 40] ^= 0x01;
     std::fs::write(log_path(&cfg), &log).unwrap();
@@ -1027,12 +1033,7 @@ fn torn_writes_over_preallocated_zeros_are_cut() {
 #[test]
 fn damage_inside_acknowledged_records_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path());
-    let records = pool_records();
-    let (store, ..) = open(&cfg);
-    store.commit(&records).unwrap();
-    drop(store);
-    let mut log = std::fs::read(log_path(&cfg)).unwrap();
+    let (cfg, records, mut log) = committed_pool(dir.path());
     let n = log.len();
     log[n - 10] ^= 0x01;
     std::fs::write(log_path(&cfg), &log).unwrap();
