@@ -55,10 +55,13 @@ pub const TEXT_BYTES_MAX: usize = 1024;
 /// (which reorders what is shown). Events read back are not checked: what was signed
 /// stays verifiable; renderers escape it.
 pub fn unprintable(text: &str) -> Option<char> {
-    text.chars().find(|&c| {
-        c.is_control()
-            || matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
-    })
+    text.chars().find(|&c| is_unprintable(c))
+}
+
+/// Whether `c` is one of the characters [`unprintable`] looks for.
+pub fn is_unprintable(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 const WHAT: &str = "event";

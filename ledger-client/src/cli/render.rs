@@ -141,7 +141,7 @@ pub fn verdict_text(report: &BundleReport, trusted: &AnchorTrust) -> String {
             } else {
                 f.code.as_str().to_owned()
             };
-            table.add_row(vec![code, events.join("\n"), f.message.clone()]);
+            table.add_row(vec![code, events.join("\n"), visible(&f.message)]);
         }
         out.push_str(&format!("{table}\n"));
     }
@@ -305,6 +305,25 @@ pub fn chain_json(events: &[Event]) -> String {
     json!({ "events": events }).to_string()
 }
 
+/// Signed text as a terminal should show it: a control or bidirectional-formatting
+/// character (which nodes refuse in new events, but an older event or another
+/// implementation's may hold) is shown as its `\u{..}` escape, so it cannot erase a
+/// line or reorder what an auditor reads.
+fn visible(text: &str) -> String {
+    if ledger_core::event::unprintable(text).is_none() {
+        return text.to_owned();
+    }
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if ledger_core::event::is_unprintable(c) {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 pub fn chain_text(coi: &Coi, events: &[Event]) -> String {
     let mut t = table(vec![
         "#",
@@ -325,7 +344,7 @@ pub fn chain_text(coi: &Coi, events: &[Event]) -> String {
             e.occurred_at().to_string(),
             format!(
                 "{} ({})",
-                e.signer().printed_name,
+                visible(&e.signer().printed_name),
                 e.signer().meaning.as_str()
             ),
         ]);
@@ -382,7 +401,7 @@ pub fn verification_text(coi: &Coi, node: &str, v: &Verification) -> String {
             } else {
                 f.code.clone()
             };
-            t.add_row(vec![code, events.join("\n"), f.message.clone()]);
+            t.add_row(vec![code, events.join("\n"), visible(&f.message)]);
         }
         out.push_str(&format!("{t}\n"));
     }
@@ -505,4 +524,19 @@ pub fn node_info_text(endpoint: &str, n: &NodeInfo) -> String {
     }
     out.push_str(&format!("{t}\n"));
     out
+}
+
+#[cfg(test)]
+mod visible_tests {
+    use super::visible;
+
+    #[test]
+    fn control_and_bidi_characters_are_shown_escaped() {
+        assert_eq!(visible("K. Kim RN, Zürich"), "K. Kim RN, Zürich");
+        assert_eq!(
+            visible("K. Kim\u{1b}[2K\r\u{1b}[32mINTACT"),
+            "K. Kim\\u{1b}[2K\\u{d}\\u{1b}[32mINTACT"
+        );
+        assert_eq!(visible("rtl\u{202e}gnp"), "rtl\\u{202e}gnp");
+    }
 }
