@@ -64,6 +64,25 @@ pub fn is_unprintable(c: char) -> bool {
         || matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
+/// The first unit `body` creates (a collection's units, a transformation's outputs) whose
+/// stability deadline is not after `occurred_at`, the moment it was created, with its index
+/// in that list. Such a unit is expired from its first event, and every later movement of
+/// it would be a `condition.stability_expired` break: a writer almost always meant another
+/// time (a time zone, or the collection time typed into the deadline). Checked on append
+/// only; the decoder still reads events that hold one, so what was signed stays verifiable.
+pub fn expired_at_creation(body: &Body, occurred_at: Timestamp) -> Option<(usize, &NewUnit)> {
+    let created = match body {
+        Body::Collection { units, .. } => units.as_slice(),
+        Body::Transformation { outputs, .. } => outputs.as_slice(),
+        // A reassignment carries units that exist already; their deadlines are copies.
+        _ => &[],
+    };
+    created
+        .iter()
+        .enumerate()
+        .find(|(_, n)| n.stability_deadline <= occurred_at)
+}
+
 const WHAT: &str = "event";
 
 /// The meaning of a signature (21 CFR 11.50(a)(3)).
@@ -1147,6 +1166,45 @@ mod tests {
         }
     }
     use super::*;
+
+    #[test]
+    fn a_created_unit_must_expire_after_it_is_created() {
+        let unit = |id: &str, deadline: i64| NewUnit {
+            unit: UnitId::parse(id).expect("unit id"),
+            stability_deadline: Timestamp(deadline),
+            temp_min_centi: 200,
+            temp_max_centi: 800,
+        };
+        let collection = |deadline: i64| Body::Collection {
+            units: vec![unit("BAG-1", 2_000), unit("BAG-2", deadline)],
+            dins: Vec::new(),
+        };
+        let at = Timestamp(1_000);
+        assert_eq!(expired_at_creation(&collection(1_001), at), None);
+        let expires_at_scan = collection(1_000);
+        let (idx, n) = expired_at_creation(&expires_at_scan, at).expect("equal is expired");
+        assert_eq!((idx, n.unit.as_str()), (1, "BAG-2"));
+        assert_eq!(
+            expired_at_creation(&collection(-5), at).map(|(i, _)| i),
+            Some(1)
+        );
+        let transformation = Body::Transformation {
+            inputs: vec![UnitId::parse("BAG-1").expect("unit id")],
+            outputs: vec![unit("DP-1", 999)],
+        };
+        assert_eq!(
+            expired_at_creation(&transformation, at).map(|(i, _)| i),
+            Some(0)
+        );
+        // A reassignment moves units that exist: their deadlines are not new.
+        let reassignment = Body::Reassignment {
+            units: vec![unit("BAG-1", 999)],
+            from_coi: Coi::parse("CHA999926ABC123").expect("coi"),
+            reason: "re-allocation".into(),
+            approvals: Vec::new(),
+        };
+        assert_eq!(expired_at_creation(&reassignment, at), None);
+    }
 
     fn unsigned(seq: u64, recorded_at: i64) -> UnsignedEvent {
         let key = SecretKey::from_seed(&[7; 32]);

@@ -364,17 +364,32 @@ impl TryFrom<&pb::AppendRequest> for AppendDraft {
         if signer.printed_name.len() > ledger_core::event::TEXT_BYTES_MAX {
             return Err(err("signer.printed_name", "is too long"));
         }
+        let occurred_at = timestamp_from_wire("occurred_time", r.occurred_time.as_ref())?;
+        let body = body_from_wire("body", r.body.as_ref())?;
+        if let Some((idx, n)) = ledger_core::event::expired_at_creation(&body, occurred_at) {
+            let list = match body {
+                Body::Transformation { .. } => "transformation.outputs",
+                _ => "collection.units",
+            };
+            return Err(err(
+                format!("body.{list}[{idx}].stability_deadline"),
+                format!(
+                    "{} is not after occurred_time {occurred_at}: unit {} would be expired when it is created (check the deadline's time zone)",
+                    n.stability_deadline, n.unit
+                ),
+            ));
+        }
         Ok(AppendDraft {
             request_id: r.request_id.clone(),
             site: site("site_id", &r.site_id)?,
             coi: coi("coi", &r.coi)?,
-            occurred_at: timestamp_from_wire("occurred_time", r.occurred_time.as_ref())?,
+            occurred_at,
             signer: Signer {
                 operator: operator("signer.operator_id", &signer.operator_id)?,
                 printed_name: text("signer.printed_name", &signer.printed_name)?,
                 meaning: meaning_from_wire("signer.meaning", signer.meaning)?,
             },
-            body: body_from_wire("body", r.body.as_ref())?,
+            body,
         })
     }
 }
@@ -710,5 +725,39 @@ mod tests {
             })),
         });
         check_err(r, "body", "more than 1024");
+    }
+
+    #[test]
+    fn a_collection_expired_at_its_own_scan_is_refused() {
+        let collection = |deadline_nanos: i32| {
+            let mut r = request();
+            r.body = Some(pb::EventBody {
+                kind: Some(pb::event_body::Kind::Collection(pb::Collection {
+                    units: vec![pb::NewUnit {
+                        unit_id: "BAG-1".into(),
+                        // occurred_time is 1_772_438_400 s and 123 ms.
+                        stability_deadline: Some(prost_types::Timestamp {
+                            seconds: 1_772_438_400,
+                            nanos: deadline_nanos,
+                        }),
+                        temp_min_centi_celsius: -15_000,
+                        temp_max_centi_celsius: -12_000,
+                    }],
+                    dins: Vec::new(),
+                })),
+            });
+            r
+        };
+        assert!(AppendDraft::try_from(&collection(124_000_000)).is_ok());
+        check_err(
+            collection(123_000_000),
+            "body.collection.units[0].stability_deadline",
+            "is not after occurred_time",
+        );
+        check_err(
+            collection(0),
+            "body.collection.units[0].stability_deadline",
+            "unit BAG-1 would be expired when it is created",
+        );
     }
 }

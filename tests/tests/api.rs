@@ -281,6 +281,21 @@ async fn bad_input_gets_precise_status_and_writes_nothing() {
         "body.note.text: holds the character U+202E",
     );
 
+    // A collection whose bag would be expired when it is collected (the deadline typed
+    // in another time zone): one second before the scan.
+    let mut expired = req("n-14", "clinic-a", T0, collection());
+    if let Some(pb::EventBody {
+        kind: Some(pb::event_body::Kind::Collection(c)),
+    }) = expired.body.as_mut()
+    {
+        c.units[0].stability_deadline = ts(T0 - 1);
+    }
+    check(
+        api.append(Some(&clinic), expired).await,
+        Code::InvalidArgument,
+        "body.collection.units[0].stability_deadline: 2026-03-02T07:59:59Z is not after occurred_time 2026-03-02T08:00:00Z: unit APH-1 would be expired when it is created",
+    );
+
     // A scan from the future (the scanner's clock is wrong).
     let r = req(
         "n-11",
