@@ -281,6 +281,21 @@ pub async fn run(
         tracing::info!(%addr, "metrics listening");
     }
 
+    // Installed before the node says it listens: from then on SIGHUP reloads and never
+    // falls to the default action, which would end the process.
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(hangups) => {
+            tokio::spawn(reload_tokens_on_hangup(
+                hangups,
+                network.clone(),
+                shutdown.clone(),
+            ));
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP: token files are read at start only");
+        }
+    }
+
     let api = grpc::service::LedgerApi::new(
         pipeline.clone(),
         network.clone(),
@@ -374,4 +389,34 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// On each SIGHUP, reads the network's token files again ([`network::Network::reload_tokens`]):
+/// an operator revokes a leaked token by removing or replacing its file, without stopping
+/// the node. A set that fails a check is not taken, and the node goes on with the tokens
+/// it had.
+async fn reload_tokens_on_hangup(
+    mut hangups: tokio::signal::unix::Signal,
+    network: Arc<network::Network>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            received = hangups.recv() => {
+                if received.is_none() {
+                    return;
+                }
+            }
+        }
+        let dir = network.dir.join("tokens");
+        match network.reload_tokens() {
+            Ok(n) => {
+                tracing::info!(tokens = n, dir = %dir.display(), "SIGHUP: token files read again; {n} tokens accepted")
+            }
+            Err(e) => {
+                tracing::error!(error = %e, dir = %dir.display(), "SIGHUP: token files not taken, the tokens in use are unchanged: {e}")
+            }
+        }
+    }
 }

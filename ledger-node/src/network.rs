@@ -15,6 +15,12 @@
 //!                       auditor.token, regulator.token, admin.token read
 //! ```
 //!
+//! Tokens alone can be read again while the node runs ([`Network::reload_tokens`], on
+//! SIGHUP), so a leaked token is revoked by removing or replacing its file without a
+//! restart. A reload takes the new set whole or not at all: with one file it cannot
+//! accept, the tokens in use stay as they were. Keys, certificates and revocations are
+//! read at start only (a node signs with them, and its feeds' standing follows them).
+//!
 //! A development network (created on a node's first start with no network directory) has
 //! the sites the fixture journeys use, each with a fresh random key from the operating
 //! system, never the fixtures' TEST-ONLY keys.
@@ -26,6 +32,7 @@ use ledger_core::{
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 /// The sites of a development network: the ones the fixture journeys use.
 pub const DEV_SITES: &[(&str, Role)] = &[
@@ -106,13 +113,45 @@ pub struct Network {
     pub revocations: Vec<Revocation>,
     pub local_sites: Vec<LocalSite>,
     /// SHA-256 of each token -> principal. Tokens are compared by hash so the table never
-    /// holds a usable secret and lookups take the same time whatever the token.
-    tokens: HashMap<[u8; 32], Principal>,
+    /// holds a usable secret and lookups take the same time whatever the token. Replaced
+    /// whole by a reload; a call looks it up once.
+    tokens: RwLock<Arc<Tokens>>,
 }
 
+type Tokens = HashMap<[u8; 32], Principal>;
+
 impl Network {
-    pub fn principal(&self, token: &str) -> Option<&Principal> {
-        self.tokens.get(&token_hash(token))
+    pub fn principal(&self, token: &str) -> Option<Principal> {
+        let tokens = self
+            .tokens
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        tokens.get(&token_hash(token)).cloned()
+    }
+
+    /// Reads `tokens/` again with the checks of [`load`] and, only if every file passes,
+    /// replaces the tokens in use. Returns how many tokens are now accepted.
+    ///
+    /// # Errors
+    /// The first file that fails a check (mode, directory mode, name, length, a token in
+    /// two files); the tokens in use are unchanged then.
+    pub fn reload_tokens(&self) -> Result<usize, NetworkError> {
+        let tokens = load_tokens(&self.dir)?;
+        let n = tokens.len();
+        *self
+            .tokens
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(tokens);
+        Ok(n)
+    }
+
+    /// How many tokens are accepted now.
+    pub fn n_tokens(&self) -> usize {
+        self.tokens
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
     }
 
     /// Every site's role, from the certificates the anchor signed.
@@ -503,6 +542,19 @@ pub fn load(dir: &Path, sites: &[SiteId]) -> Result<Network, NetworkError> {
             standing,
         });
     }
+    Ok(Network {
+        dir: dir.to_owned(),
+        id,
+        anchor,
+        certificates,
+        revocations,
+        local_sites,
+        tokens: RwLock::new(Arc::new(load_tokens(dir)?)),
+    })
+}
+
+/// Every token file under `dir/tokens`, by hash, each checked as a secret.
+fn load_tokens(dir: &Path) -> Result<Tokens, NetworkError> {
     let mut tokens = HashMap::new();
     for path in files_with(&dir.join("tokens"), "token")? {
         let Some(name) = path.file_stem().and_then(|s| s.to_str()) else {
@@ -532,15 +584,7 @@ pub fn load(dir: &Path, sites: &[SiteId]) -> Result<Network, NetworkError> {
             ));
         }
     }
-    Ok(Network {
-        dir: dir.to_owned(),
-        id,
-        anchor,
-        certificates,
-        revocations,
-        local_sites,
-        tokens,
-    })
+    Ok(tokens)
 }
 
 #[cfg(test)]
@@ -575,10 +619,44 @@ mod tests {
         }
         let token = std::fs::read_to_string(dir.path().join("tokens/mfg-1.token")).unwrap();
         assert_eq!(
-            net.principal(token.trim()),
+            net.principal(token.trim()).as_ref(),
             Some(&Principal::Site(SiteId::parse("mfg-1").unwrap()))
         );
         assert_eq!(net.principal("not-a-token"), None);
+    }
+
+    #[test]
+    fn a_reload_takes_the_new_tokens_whole_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = NetworkId::parse("dev-net").unwrap();
+        create_dev(dir.path(), &id, Timestamp(1_800_000_000_000)).unwrap();
+        let net = load(dir.path(), &[]).unwrap();
+        let n_before = net.n_tokens();
+        let path = dir.path().join("tokens/mfg-1.token");
+        let leaked = std::fs::read_to_string(&path).unwrap();
+        let mfg = Some(Principal::Site(SiteId::parse("mfg-1").unwrap()));
+        assert_eq!(net.principal(leaked.trim()), mfg);
+
+        // Replaced: the leaked token stops working, the new one works.
+        let fresh = "f".repeat(64);
+        std::fs::write(&path, &fresh).unwrap();
+        assert_eq!(net.reload_tokens().unwrap(), n_before);
+        assert_eq!(net.principal(leaked.trim()), None);
+        assert_eq!(net.principal(&fresh), mfg);
+
+        // One file that fails a check: nothing changes, and the error names it.
+        let bad = dir.path().join("tokens/auditor.token");
+        std::fs::set_permissions(&bad, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let e = net.reload_tokens().unwrap_err().to_string();
+        assert!(e.contains("auditor.token"), "{e}");
+        assert_eq!(net.principal(&fresh), mfg);
+        assert_eq!(net.n_tokens(), n_before);
+
+        // Removed, with the directory right again: that principal has no token any more.
+        std::fs::set_permissions(&bad, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(net.reload_tokens().unwrap(), n_before - 1);
+        assert_eq!(net.principal(&fresh), None);
         let only = load(dir.path(), &[SiteId::parse("lab-1").unwrap()]).unwrap();
         assert_eq!(only.local_sites.len(), 1);
         let err = load(dir.path(), &[SiteId::parse("nowhere").unwrap()]).unwrap_err();

@@ -176,6 +176,37 @@ impl Node {
         }
     }
 
+    /// SIGHUP: the node reads its token files again.
+    pub fn hangup(&self) -> anyhow::Result<()> {
+        let pid = self.pid().context("the node has exited")?;
+        let status = Command::new("kill")
+            .arg("-HUP")
+            .arg(pid.to_string())
+            .status()
+            .context("sending SIGHUP")?;
+        if !status.success() {
+            bail!("kill -HUP failed");
+        }
+        Ok(())
+    }
+
+    /// Waits up to `within` for a log line that contains `needle`, and returns it.
+    pub fn wait_for_log(&self, needle: &str, within: Duration) -> anyhow::Result<String> {
+        let deadline = Instant::now() + within;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.log.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return Ok(line),
+                Ok(line) => seen.push(line),
+                Err(_) => bail!(
+                    "the node logged no line with '{needle}' within {within:?}; it logged:\n{}",
+                    seen.join("\n")
+                ),
+            }
+        }
+    }
+
     /// SIGTERM and wait for a clean exit; returns the exit code.
     pub fn stop(&mut self) -> anyhow::Result<Option<i32>> {
         let Some(c) = self.child.as_ref() else {

@@ -2,7 +2,7 @@
 //! also when whatever read its log has gone away, and a health watch held open learns of
 //! the stop and cannot hold it up;
 //! WatchChain streams a chain from any position and then each new event as it is stored;
-//! the Prometheus endpoint counts appends.
+//! the Prometheus endpoint counts appends; SIGHUP reads the token files again.
 
 use proto::v1 as pb;
 use proto::v1::ledger_service_client::LedgerServiceClient;
@@ -448,6 +448,54 @@ async fn a_health_watch_learns_of_the_stop_and_cannot_hold_it_up() {
     let stopped = stopping.await.expect("join").expect("the node stops");
     assert_eq!(stopped, Some(0));
     drop(watches);
+}
+
+/// A leaked token is revoked without a restart: its file is replaced and the node gets
+/// SIGHUP. The old token is then refused and the new one appends; a token set with one
+/// file the node cannot accept is not taken, and the tokens in use keep working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reads_the_token_files_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = Node::start(dir.path(), &[]).expect("node");
+    let leaked = node.token("clinic-a").expect("token");
+    let mut c = client(&node).await;
+    c.append(authed(append_req("c", collection(), T0), &leaked))
+        .await
+        .expect("collection with the token in use");
+
+    let fresh = "0123456789abcdef".repeat(4); // TEST-ONLY token
+    std::fs::write(node.token_dir().join("clinic-a.token"), &fresh).expect("replace token");
+    node.hangup().expect("SIGHUP");
+    let line = node
+        .wait_for_log("token files read again", std::time::Duration::from_secs(10))
+        .expect("reload logged");
+    assert!(line.contains("9 tokens accepted"), "{line}");
+    let e = c
+        .append(authed(append_req("n-1", note(1), T0 + 60), &leaked))
+        .await
+        .expect_err("the replaced token must be refused");
+    assert_eq!(e.code(), tonic::Code::Unauthenticated, "{}", e.message());
+    assert_eq!(e.message(), "unknown token");
+    c.append(authed(append_req("n-1", note(1), T0 + 60), &fresh))
+        .await
+        .expect("append with the new token");
+
+    // A second file holding the same token: the set is refused whole.
+    let copy = node.token_dir().join("clinic-s.token");
+    std::fs::write(&copy, &fresh).expect("duplicate token");
+    node.hangup().expect("SIGHUP");
+    let line = node
+        .wait_for_log("token files not taken", std::time::Duration::from_secs(10))
+        .expect("refusal logged");
+    assert!(line.contains("clinic-s.token"), "{line}");
+    c.append(authed(append_req("n-2", note(2), T0 + 120), &fresh))
+        .await
+        .expect("the tokens in use are unchanged");
+    let e = c
+        .append(authed(append_req("n-3", note(3), T0 + 180), &leaked))
+        .await
+        .expect_err("the replaced token stays refused");
+    assert_eq!(e.code(), tonic::Code::Unauthenticated);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -96,8 +96,7 @@ pub fn authenticate<T>(
         .ok_or_else(|| Status::unauthenticated("authorization must be 'Bearer <token>'"))?;
     let principal = network
         .principal(token.trim())
-        .ok_or_else(|| Status::unauthenticated("unknown token"))?
-        .clone();
+        .ok_or_else(|| Status::unauthenticated("unknown token"))?;
     if access == Access::Append && !matches!(principal, Principal::Site(_)) {
         return Err(Status::permission_denied(format!(
             "{principal} may read but not append; use a site's token"
