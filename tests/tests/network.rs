@@ -1,7 +1,8 @@
 //! A network for real use, end to end: `ledger network init` makes the anchor, keys,
 //! certificates and node directories; a node runs from its directory; `ledger network
 //! rotate-key` gives a site a new key that the restarted node signs with; `ledger network
-//! revoke` retires it and the restarted node refuses to sign with it. A regulator verifies
+//! revoke` retires it and the restarted node refuses to sign with it; `ledger network
+//! rotate-token` replaces a node's token file whole. A regulator verifies
 //! the exported chain with nothing but the anchor fingerprint `ledger network info` prints.
 //! Bad input gets exit code 2 and a message that says what was wrong.
 
@@ -428,6 +429,43 @@ fn bad_input_is_refused_with_exit_code_2() {
         &[],
     );
     refused(&o, "site depot-9 has no certificate");
+
+    // rotate-token takes a node's network directory, not the one init made.
+    let o = run(
+        &["network", "rotate-token", "clinic-a", "--dir", p(&root)],
+        &[],
+    );
+    refused(&o, "holds no tokens/ directory");
+    let node_net = root.join("nodes/clinic-a/network");
+    let o = run(
+        &["network", "rotate-token", "Clinic A", "--dir", p(&node_net)],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let token_file = node_net.join("tokens/clinic-a.token");
+    let before = std::fs::read_to_string(&token_file).expect("token");
+    let o = run(
+        &[
+            "network",
+            "rotate-token",
+            "clinic-a",
+            "--dir",
+            p(&node_net),
+            "--output",
+            "json",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(json(&o)["replaced"], true);
+    let after = std::fs::read_to_string(&token_file).expect("token");
+    assert_ne!(before, after);
+    assert_eq!(after.trim().len(), 64, "{after}");
+    assert_eq!(mode(&token_file), 0o600);
+    assert!(
+        !String::from_utf8_lossy(&o.stdout).contains(after.trim()),
+        "the token is never printed"
+    );
 
     // Without the anchor key (moved offline, as advised) rotation says what it needs.
     std::fs::rename(

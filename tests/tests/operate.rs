@@ -463,8 +463,20 @@ async fn sighup_reads_the_token_files_again() {
         .await
         .expect("collection with the token in use");
 
-    let fresh = "0123456789abcdef".repeat(4); // TEST-ONLY token
-    std::fs::write(node.token_dir().join("clinic-a.token"), &fresh).expect("replace token");
+    // The operator's way: the CLI writes a fresh token, then the node gets SIGHUP.
+    let network_dir = node.data_dir.join("network");
+    let o = std::process::Command::new(tests::bin("ledger").expect("ledger binary"))
+        .args(["network", "rotate-token", "clinic-a", "--dir"])
+        .arg(&network_dir)
+        .output()
+        .expect("run ledger");
+    assert_eq!(o.status.code(), Some(0), "{}", tests::output_text(&o));
+    let fresh = node.token("clinic-a").expect("new token");
+    assert_ne!(fresh, leaked);
+    // Until the node reads its tokens again, the old token is the one it accepts.
+    c.append(authed(append_req("n-0", note(0), T0 + 30), &leaked))
+        .await
+        .expect("the old token works until SIGHUP");
     node.hangup().expect("SIGHUP");
     let line = node
         .wait_for_log("token files read again", std::time::Duration::from_secs(10))

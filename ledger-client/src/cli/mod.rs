@@ -423,6 +423,23 @@ enum NetworkCommand {
         #[arg(long, value_enum, default_value = "text")]
         output: Output,
     },
+    /// Give NAME (a site, or auditor, regulator, admin) a new bearer token on one node: a
+    /// fresh random token replaces DIR/tokens/NAME.token in one rename (mode 0600). The node
+    /// accepts it, and stops accepting the old one, when it reads its tokens again (SIGHUP)
+    /// or restarts. The token is not printed: give the file's content to NAME's system.
+    /// Exit codes: 0 written, 2 bad arguments or DIR holds no tokens/, 3 the file could not
+    /// be written.
+    RotateToken {
+        /// Whose token: a site id (writes as that site), or auditor, regulator, admin.
+        #[arg(value_parser = parse_site)]
+        name: ledger_core::SiteId,
+        /// A node's network directory, the one holding tokens/ (net/nodes/SITE/network
+        /// for a network `init` made; ledger-data/network for a development node).
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
     /// Revoke a key of SITE from a time on: events it signed before stay valid, nothing it
     /// signs from then on is trusted, and a node refuses to sign with it.
     Revoke {
@@ -546,6 +563,7 @@ fn wants_json(command: &Command) -> bool {
             NetworkCommand::Init { output, .. }
             | NetworkCommand::Info { output, .. }
             | NetworkCommand::RotateKey { output, .. }
+            | NetworkCommand::RotateToken { output, .. }
             | NetworkCommand::Revoke { output, .. },
         ) => *output,
         _ => Output::Text,
@@ -677,6 +695,9 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
             valid_days,
             output,
         }) => network::rotate_key(&dir, &site, anchor_key.as_deref(), valid_days, output),
+        Command::Network(NetworkCommand::RotateToken { name, dir, output }) => {
+            network::rotate_token(&dir, &name, output)
+        }
         Command::Network(NetworkCommand::Revoke {
             site,
             dir,

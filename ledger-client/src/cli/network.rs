@@ -148,6 +148,17 @@ fn write_whole(path: &Path, contents: &[u8], mode: u32) -> Result<(), CliError> 
     sync_parent(path)
 }
 
+/// Replaces the secret at `path` (or writes its first) in one rename, mode 0600: the file
+/// always holds one whole secret, old or new, whatever stops the write.
+fn replace_secret(path: &Path, contents: &str) -> Result<(), CliError> {
+    let partial = write_partial(path, contents.as_bytes(), 0o600)?;
+    if let Err(e) = std::fs::rename(&partial, path) {
+        let _ = std::fs::remove_file(&partial);
+        return Err(unwritable(path, e));
+    }
+    sync_parent(path)
+}
+
 fn read_hex32(path: &Path) -> Result<[u8; 32], CliError> {
     let text = std::fs::read_to_string(path).map_err(|e| unreadable(path, e))?;
     let bytes = hex::decode(text.trim())
@@ -731,13 +742,7 @@ pub fn rotate_key(
         // retired name first, then the new one replaces it in one rename.
         let retired = key_path.with_extension(format!("key.{}.retired", generation - 1));
         std::fs::hard_link(&key_path, &retired).map_err(|e| unwritable(&retired, e))?;
-        let partial = write_partial(
-            &key_path,
-            format!("{}\n", hex::encode(key.seed())).as_bytes(),
-            0o600,
-        )?;
-        std::fs::rename(&partial, &key_path).map_err(|e| unwritable(&key_path, e))?;
-        sync_parent(&key_path)?;
+        replace_secret(&key_path, &format!("{}\n", hex::encode(key.seed())))?;
     }
     let old_keys: Vec<String> = existing.iter().map(|c| c.key.fingerprint()).collect();
     match output {
@@ -777,6 +782,49 @@ pub fn rotate_key(
             ));
             out::print(text);
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `ledger network rotate-token NAME --dir DIR`: a fresh random token replaces
+/// `DIR/tokens/NAME.token` (or is its first), written and synced under a `.partial` name
+/// and renamed into place, so the file always holds one whole token, old or new. A node
+/// that read the old one keeps accepting it until it reads its tokens again (SIGHUP) or
+/// restarts; the new token is never printed.
+///
+/// # Errors
+/// [`CliError::Usage`] when `DIR` holds no `tokens/` directory; an unwritable error when
+/// the file cannot be written.
+pub fn rotate_token(dir: &Path, name: &SiteId, output: Output) -> Result<ExitCode, CliError> {
+    let tokens = dir.join("tokens");
+    if !tokens.is_dir() {
+        return Err(usage(format!(
+            "{}: holds no tokens/ directory; --dir is a node's network directory (net/nodes/SITE/network for a network `ledger network init` made, ledger-data/network for a development node)",
+            dir.display()
+        )));
+    }
+    let path = tokens.join(format!("{name}.token"));
+    let replaced = path.exists();
+    replace_secret(&path, &format!("{}\n", random_token()?))?;
+    match output {
+        Output::Json => out::println(
+            json!({
+                "name": name.as_str(),
+                "token_file": path.display().to_string(),
+                "replaced": replaced,
+            })
+            .to_string(),
+        ),
+        Output::Text => out::print(format!(
+            "{} token for {name} is in {}\n\nnext:\n  1. make the node read its tokens again: kill -HUP <pid of its ledger-node> (or restart it);{}\n  2. give the file's content to {name}'s system\n",
+            if replaced { "a new" } else { "the first" },
+            path.display(),
+            if replaced {
+                " until then it accepts only the old token, and from then on only the new one"
+            } else {
+                ""
+            },
+        )),
     }
     Ok(ExitCode::SUCCESS)
 }
