@@ -32,7 +32,7 @@ use ledger_core::{
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::RwLock;
 
 /// The sites of a development network: the ones the fixture journeys use.
 pub const DEV_SITES: &[(&str, Role)] = &[
@@ -115,19 +115,18 @@ pub struct Network {
     /// SHA-256 of each token -> principal. Tokens are compared by hash so the table never
     /// holds a usable secret and lookups take the same time whatever the token. Replaced
     /// whole by a reload; a call looks it up once.
-    tokens: RwLock<Arc<Tokens>>,
+    tokens: RwLock<Tokens>,
 }
 
 type Tokens = HashMap<[u8; 32], Principal>;
 
 impl Network {
     pub fn principal(&self, token: &str) -> Option<Principal> {
-        let tokens = self
-            .tokens
+        self.tokens
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        tokens.get(&token_hash(token)).cloned()
+            .get(&token_hash(token))
+            .cloned()
     }
 
     /// Reads `tokens/` again with the checks of [`load`] and, only if every file passes,
@@ -142,7 +141,7 @@ impl Network {
         *self
             .tokens
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(tokens);
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = tokens;
         Ok(n)
     }
 
@@ -549,7 +548,7 @@ pub fn load(dir: &Path, sites: &[SiteId]) -> Result<Network, NetworkError> {
         certificates,
         revocations,
         local_sites,
-        tokens: RwLock::new(Arc::new(load_tokens(dir)?)),
+        tokens: RwLock::new(load_tokens(dir)?),
     })
 }
 
