@@ -415,7 +415,7 @@ async fn reload_tokens_on_hangup(
                 tracing::info!(tokens = n, dir = %dir.display(), "SIGHUP: token files read again; {n} tokens accepted")
             }
             Err(e) => {
-                tracing::error!(error = %e, dir = %dir.display(), "SIGHUP: token files not taken, the tokens in use are unchanged: {e}")
+                tracing::error!(error = %e, dir = %dir.display(), "SIGHUP: token files not taken, the tokens in use are unchanged")
             }
         }
     }
