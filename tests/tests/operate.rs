@@ -451,8 +451,9 @@ async fn a_health_watch_learns_of_the_stop_and_cannot_hold_it_up() {
 }
 
 /// A leaked token is revoked without a restart: its file is replaced and the node gets
-/// SIGHUP. The old token is then refused and the new one appends; a token set with one
-/// file the node cannot accept is not taken, and the tokens in use keep working.
+/// SIGHUP. The old token is then refused and the new one appends, and a watch opened with
+/// the old token ends with UNAUTHENTICATED instead of sending the next event; a token set
+/// with one file the node cannot accept is not taken, and the tokens in use keep working.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reads_the_token_files_again() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -462,6 +463,24 @@ async fn sighup_reads_the_token_files_again() {
     c.append(authed(append_req("c", collection(), T0), &leaked))
         .await
         .expect("collection with the token in use");
+    let mut watch = c
+        .watch_chain(authed(
+            pb::WatchChainRequest {
+                coi: COI.into(),
+                from_position: 0,
+            },
+            &leaked,
+        ))
+        .await
+        .expect("watch")
+        .into_inner();
+    let mut next_watched = async || {
+        tokio::time::timeout(std::time::Duration::from_secs(10), watch.next())
+            .await
+            .expect("the watch answers in time")
+            .expect("the watch is open")
+    };
+    assert_eq!(next_watched().await.expect("collection").position, 1);
 
     // The operator's way: the CLI writes a fresh token, then the node gets SIGHUP.
     let network_dir = node.data_dir.join("network");
@@ -477,6 +496,10 @@ async fn sighup_reads_the_token_files_again() {
     c.append(authed(append_req("n-0", note(0), T0 + 30), &leaked))
         .await
         .expect("the old token works until SIGHUP");
+    assert_eq!(
+        next_watched().await.expect("note before SIGHUP").position,
+        2
+    );
     node.hangup().expect("SIGHUP");
     let line = node
         .wait_for_log("token files read again", std::time::Duration::from_secs(10))
@@ -491,6 +514,15 @@ async fn sighup_reads_the_token_files_again() {
     c.append(authed(append_req("n-1", note(1), T0 + 60), &fresh))
         .await
         .expect("append with the new token");
+    let e = next_watched()
+        .await
+        .expect_err("the watch opened with the old token must not send this event");
+    assert_eq!(e.code(), tonic::Code::Unauthenticated, "{}", e.message());
+    assert!(
+        e.message().contains("no longer accepted"),
+        "{}",
+        e.message()
+    );
 
     // A second file holding the same token: the set is refused whole.
     let copy = node.token_dir().join("clinic-s.token");

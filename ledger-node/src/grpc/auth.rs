@@ -83,6 +83,19 @@ pub fn authenticate<T>(
     req: &Request<T>,
     access: Access,
 ) -> Result<Principal, Status> {
+    let principal = network
+        .principal(bearer(req)?)
+        .ok_or_else(|| Status::unauthenticated("unknown token"))?;
+    if access == Access::Append && !matches!(principal, Principal::Site(_)) {
+        return Err(Status::permission_denied(format!(
+            "{principal} may read but not append; use a site's token"
+        )));
+    }
+    Ok(principal)
+}
+
+/// The bearer token a call carries in its `authorization` metadata.
+pub fn bearer<T>(req: &Request<T>) -> Result<&str, Status> {
     let header = req.metadata().get("authorization").ok_or_else(|| {
         Status::unauthenticated(
             "missing authorization metadata: send 'authorization: Bearer <token>'",
@@ -94,15 +107,7 @@ pub fn authenticate<T>(
     let token = text
         .strip_prefix("Bearer ")
         .ok_or_else(|| Status::unauthenticated("authorization must be 'Bearer <token>'"))?;
-    let principal = network
-        .principal(token.trim())
-        .ok_or_else(|| Status::unauthenticated("unknown token"))?;
-    if access == Access::Append && !matches!(principal, Principal::Site(_)) {
-        return Err(Status::permission_denied(format!(
-            "{principal} may read but not append; use a site's token"
-        )));
-    }
-    Ok(principal)
+    Ok(token.trim())
 }
 
 /// Takes `cost` calls (at least one) from the principal's rate limit.

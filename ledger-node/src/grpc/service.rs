@@ -1,6 +1,6 @@
 //! The `LedgerService` implementation.
 
-use super::auth::{authenticate, authorize, charge, Access, RateLimiter};
+use super::auth::{self, authenticate, authorize, charge, Access, RateLimiter};
 use super::status;
 use crate::config::Limits;
 use crate::network::{Network, Principal};
@@ -463,7 +463,19 @@ impl pb::ledger_service_server::LedgerService for LedgerApi {
         &self,
         req: Request<pb::WatchChainRequest>,
     ) -> Result<Response<Self::WatchChainStream>, Status> {
-        self.begin_read(&req).await?;
+        let principal = self.begin_read(&req).await?;
+        // A watch outlives the check at its start: before each event it sends, it asks
+        // whether its token still names the same caller, so a token revoked by a reload
+        // (SIGHUP) reads nothing more.
+        let token = auth::bearer(&req)?.to_owned();
+        let network = self.network.clone();
+        let revoked = move || {
+            (network.principal(&token).as_ref() != Some(&principal)).then(|| {
+                Status::unauthenticated(
+                    "the token this watch was opened with is no longer accepted by this node; open a new watch with a current token",
+                )
+            })
+        };
         let coi = self.coi("coi", &req.get_ref().coi)?;
         let committed = self.committed(&coi)?;
         let from = req.get_ref().from_position;
@@ -507,6 +519,10 @@ impl pb::ledger_service_server::LedgerService for LedgerApi {
                         _ => break,
                     };
                     for (position, e) in events {
+                        if let Some(refused) = revoked() {
+                            let _ = tx.send(Err(refused)).await;
+                            return;
+                        }
                         if tx
                             .send(Ok(pb::WatchChainResponse {
                                 event: Some(convert::event_to_wire(&e)),
@@ -529,6 +545,10 @@ impl pb::ledger_service_server::LedgerService for LedgerApi {
                         }
                         msg = live.recv() => match msg {
                             Ok(c) if c.coi == coi && c.position == sent + 1 => {
+                                if let Some(refused) = revoked() {
+                                    let _ = tx.send(Err(refused)).await;
+                                    return;
+                                }
                                 if tx.send(Ok(pb::WatchChainResponse { event: Some(convert::event_to_wire(&c.event)), position: c.position })).await.is_err() {
                                     return;
                                 }
