@@ -64,6 +64,24 @@ fn note(i: usize) -> pb::event_body::Kind {
     })
 }
 
+/// Opens a WatchChain stream on the test chain from `from_position`, as `token`.
+async fn open_watch(
+    c: &mut LedgerServiceClient<Channel>,
+    from_position: u64,
+    token: &str,
+) -> tonic::Streaming<pb::WatchChainResponse> {
+    c.watch_chain(authed(
+        pb::WatchChainRequest {
+            coi: COI.into(),
+            from_position,
+        },
+        token,
+    ))
+    .await
+    .expect("watch")
+    .into_inner()
+}
+
 async fn client(node: &Node) -> LedgerServiceClient<Channel> {
     LedgerServiceClient::new(
         Channel::from_shared(node.addr.clone())
@@ -373,17 +391,7 @@ async fn watch_streams_from_a_position_then_live() {
         .await
         .expect("note");
     }
-    let mut stream = c
-        .watch_chain(authed(
-            pb::WatchChainRequest {
-                coi: COI.into(),
-                from_position: 2,
-            },
-            &token,
-        ))
-        .await
-        .expect("watch")
-        .into_inner();
+    let mut stream = open_watch(&mut c, 2, &token).await;
     let mut positions = Vec::new();
     for _ in 0..2 {
         let item = tokio::time::timeout(std::time::Duration::from_secs(10), stream.next())
@@ -463,17 +471,7 @@ async fn sighup_reads_the_token_files_again() {
     c.append(authed(append_req("c", collection(), T0), &leaked))
         .await
         .expect("collection with the token in use");
-    let mut watch = c
-        .watch_chain(authed(
-            pb::WatchChainRequest {
-                coi: COI.into(),
-                from_position: 0,
-            },
-            &leaked,
-        ))
-        .await
-        .expect("watch")
-        .into_inner();
+    let mut watch = open_watch(&mut c, 0, &leaked).await;
     let mut next_watched = async || {
         tokio::time::timeout(std::time::Duration::from_secs(10), watch.next())
             .await
