@@ -895,6 +895,7 @@ impl Client {
                 status: status.map_or(pb::ChainStatus::Unspecified, status_to_wire) as i32,
                 page_size: page_size.map_or(0, i32::from),
                 page_token: page_token.map(|t| t.0.clone()).unwrap_or_default(),
+                ..pb::ListChainsRequest::default()
             })))
             .await?;
         let chains = answer

@@ -314,6 +314,30 @@ impl Body {
     }
 
     /// Stable snake_case name, used in fixtures, reports and the API.
+    /// [`Body::kind_name`] of every known kind, in kind-code order.
+    pub const KIND_NAMES: &'static [&'static str] = &[
+        "collection",
+        "label_verification",
+        "pack",
+        "unpack",
+        "dispatch",
+        "receipt",
+        "store",
+        "retrieve",
+        "manufacturing_step",
+        "transformation",
+        "condition_record",
+        "excursion_disposition",
+        "qc_hold",
+        "qc_release",
+        "qc_reject",
+        "administration",
+        "destruction",
+        "reassignment",
+        "correction",
+        "note",
+    ];
+
     pub fn kind_name(&self) -> &'static str {
         match self {
             Body::Collection { .. } => "collection",

@@ -5,6 +5,7 @@
 //! or a random source. Time and keys come in as parameters. Everything an offline verifier
 //! needs is here, so a regulator's check depends on this crate alone.
 
+pub mod alert;
 pub mod bundle;
 pub mod causal;
 pub mod cbor;
@@ -18,6 +19,7 @@ pub mod time;
 pub mod trust;
 pub mod verify;
 
+pub use alert::{Alert, AlertKey, AlertKind, AlertPolicy, AlertSeverity};
 pub use bundle::{
     verify_bundle, verify_bundle_trusting, AnchorTrust, Bundle, BundleDraft, BundleOptions,
     BundleReport,
@@ -30,7 +32,7 @@ pub use event::{
 };
 pub use finding::{Code, Finding, Severity};
 pub use ids::{Coi, Din, EventId, IdError, NetworkId, OperatorId, Seq, ShipperId, SiteId, UnitId};
-pub use projection::{CausalOrder, Custody, Policy, Projection, Status};
+pub use projection::{CausalOrder, Custody, OpenExcursion, Policy, Projection, Status};
 pub use replica::{place, FeedState, Placement};
 pub use time::{Millis, Timestamp};
 pub use trust::{Certificate, CertificateDraft, Checkpoint, KeyStanding, Revocation, Role};

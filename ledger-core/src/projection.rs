@@ -132,6 +132,8 @@ pub enum Custody {
         to: SiteId,
         shipper: ShipperId,
         dispatch: EventId,
+        /// The dispatch's scan time: when the unit left `from`.
+        since: Timestamp,
     },
     Consumed {
         by: EventId,
@@ -145,7 +147,8 @@ pub enum Custody {
 }
 
 impl Custody {
-    fn gone(&self) -> Option<(&'static str, EventId)> {
+    /// How the unit left the chain for good, and the event that did it.
+    pub fn gone(&self) -> Option<(&'static str, EventId)> {
         match self {
             Custody::Consumed { by } => Some(("consumed", *by)),
             Custody::Administered { by } => Some(("administered", *by)),
@@ -217,6 +220,22 @@ struct Excursion {
     units: Vec<UnitId>,
     /// When the excursion began: the earliest reading, or the record's scan time.
     began: Timestamp,
+    /// The condition record's scan time: when the excursion became known.
+    recorded: Timestamp,
+}
+
+/// An excursion that no accepting quality disposition covers yet (see
+/// [`Projection::undisposed_excursions`]).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct OpenExcursion {
+    /// The condition record.
+    pub condition: EventId,
+    /// Its units that are still live.
+    pub units: Vec<UnitId>,
+    pub began: Timestamp,
+    pub recorded: Timestamp,
+    /// A disposition rejected it (the units must not move on).
+    pub rejected: bool,
 }
 
 /// The folded state of one COI.
@@ -305,6 +324,45 @@ impl Projection {
             .filter(|u| u.custody.gone().is_none())
             .map(|u| u.stability_deadline)
             .min()
+    }
+
+    /// Excursions of live units with no accepting disposition, oldest record first.
+    pub fn undisposed_excursions(&self) -> Vec<OpenExcursion> {
+        let mut open: Vec<OpenExcursion> = self
+            .excursions
+            .iter()
+            .filter_map(|(id, x)| {
+                let dispositions = self.dispositions.get(id).map(Vec::as_slice).unwrap_or(&[]);
+                if dispositions.iter().any(|(_, accepted)| *accepted) {
+                    return None;
+                }
+                let units: Vec<UnitId> = x
+                    .units
+                    .iter()
+                    .filter(|u| {
+                        self.units
+                            .get(*u)
+                            .is_some_and(|s| s.custody.gone().is_none())
+                    })
+                    .cloned()
+                    .collect();
+                (!units.is_empty()).then_some(OpenExcursion {
+                    condition: *id,
+                    units,
+                    began: x.began,
+                    recorded: x.recorded,
+                    rejected: !dispositions.is_empty(),
+                })
+            })
+            .collect();
+        open.sort_by_key(|a| (a.recorded, a.condition));
+        open
+    }
+
+    /// Whether any unit of the chain is still live (not consumed, administered or
+    /// destroyed).
+    pub fn is_live(&self) -> bool {
+        self.units.values().any(|u| u.custody.gone().is_none())
     }
 
     /// Corrections as (correction event, corrected event).
@@ -566,6 +624,7 @@ impl Cx<'_> {
                                 to: to.clone(),
                                 shipper: shipper.clone(),
                                 dispatch: e.id(),
+                                since: e.occurred_at(),
                             };
                         }
                     }
@@ -646,6 +705,7 @@ impl Cx<'_> {
                         Excursion {
                             units: excursion_units,
                             began,
+                            recorded: e.occurred_at(),
                         },
                     );
                 }

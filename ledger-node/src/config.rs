@@ -83,8 +83,113 @@ pub struct Config {
     /// How far a recorded time may go backwards before the verifier reports it.
     pub clock_tolerance_ms: i64,
     pub limits: Limits,
+    /// When the node raises alerts.
+    pub alerts: AlertsConfig,
     /// Replication over NATS JetStream; absent: a standalone node.
     pub nats: Option<NatsConfig>,
+}
+
+/// Alert thresholds (see `ledger_core::alert`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// `deadline_near` this long before a live unit's stability deadline.
+    pub deadline_near_ms: i64,
+    /// `deadline_imminent` this long before it (not more than `deadline_near_ms`).
+    pub deadline_imminent_ms: i64,
+    /// `excursion_undisposed` once a flagged excursion waited this long for a disposition.
+    pub excursion_grace_ms: i64,
+    /// `transit_overdue` after this long in transit, on lanes without their own limit.
+    pub transit_default_ms: i64,
+    /// Limits per lane: `[[alerts.lanes]] from = "clinic-a"`, `to = "mfg-1"`,
+    /// `limit_ms = 86400000`.
+    pub lanes: Vec<LaneLimit>,
+    /// `site_silent` after this long without anything received from a site (replication).
+    pub site_silence_ms: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LaneLimit {
+    pub from: String,
+    pub to: String,
+    pub limit_ms: i64,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> AlertsConfig {
+        let p = ledger_core::AlertPolicy::default();
+        AlertsConfig {
+            deadline_near_ms: p.deadline_near.0,
+            deadline_imminent_ms: p.deadline_imminent.0,
+            excursion_grace_ms: p.excursion_grace.0,
+            transit_default_ms: p.transit_default.0,
+            lanes: Vec::new(),
+            site_silence_ms: p.site_silence.0,
+        }
+    }
+}
+
+impl AlertsConfig {
+    /// The policy core judges with; the config was validated.
+    pub fn policy(&self) -> ledger_core::AlertPolicy {
+        use ledger_core::{Millis, SiteId};
+        ledger_core::AlertPolicy {
+            deadline_near: Millis(self.deadline_near_ms),
+            deadline_imminent: Millis(self.deadline_imminent_ms),
+            excursion_grace: Millis(self.excursion_grace_ms),
+            transit_default: Millis(self.transit_default_ms),
+            transit_lanes: self
+                .lanes
+                .iter()
+                .filter_map(|l| {
+                    Some((
+                        (SiteId::parse(&l.from).ok()?, SiteId::parse(&l.to).ok()?),
+                        Millis(l.limit_ms),
+                    ))
+                })
+                .collect(),
+            site_silence: Millis(self.site_silence_ms),
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        const YEAR_MS: i64 = 366 * 86_400_000;
+        let span = |field: &'static str, v: i64| {
+            if (1..=YEAR_MS).contains(&v) {
+                Ok(())
+            } else {
+                Err(ConfigError::Invalid {
+                    field,
+                    reason: format!("{v} is not 1 ms to one year (31,622,400,000 ms)"),
+                })
+            }
+        };
+        span("alerts.deadline_near_ms", self.deadline_near_ms)?;
+        span("alerts.deadline_imminent_ms", self.deadline_imminent_ms)?;
+        span("alerts.excursion_grace_ms", self.excursion_grace_ms)?;
+        span("alerts.transit_default_ms", self.transit_default_ms)?;
+        span("alerts.site_silence_ms", self.site_silence_ms)?;
+        if self.deadline_imminent_ms > self.deadline_near_ms {
+            return Err(ConfigError::Invalid {
+                field: "alerts.deadline_imminent_ms",
+                reason: format!(
+                    "{} is more than alerts.deadline_near_ms ({}): the narrow window must lie inside the wide one",
+                    self.deadline_imminent_ms, self.deadline_near_ms
+                ),
+            });
+        }
+        for l in &self.lanes {
+            for site in [&l.from, &l.to] {
+                ledger_core::SiteId::parse(site).map_err(|e| ConfigError::Invalid {
+                    field: "alerts.lanes",
+                    reason: format!("{site:?}: {e}"),
+                })?;
+            }
+            span("alerts.lanes.limit_ms", l.limit_ms)?;
+        }
+        Ok(())
+    }
 }
 
 /// How the node reaches NATS JetStream. Everything but `urls` has a default.
@@ -162,6 +267,7 @@ impl Default for Config {
             sled_cache_mib: SLED_CACHE_MIB_DEFAULT,
             clock_tolerance_ms: 5 * 60_000,
             limits: Limits::default(),
+            alerts: AlertsConfig::default(),
             nats: None,
         }
     }
@@ -248,6 +354,7 @@ impl Config {
                 "must be 100 to 600,000 (ten minutes)",
             );
         }
+        self.alerts.validate()?;
         if self.sled_cache_mib == 0 || self.sled_cache_mib > 64 * 1024 {
             return invalid("sled_cache_mib", "must be 1 to 65536");
         }

@@ -11,6 +11,7 @@
 //! changes only under the ledger lock; every decision about ledger semantics is a call
 //! into ledger-core.
 
+pub mod alerts;
 pub mod config;
 pub mod grpc;
 pub mod integrity;
@@ -19,6 +20,7 @@ pub mod network;
 pub mod pipeline;
 pub mod replication;
 pub mod store;
+pub mod worklist;
 
 use anyhow::Context;
 use config::Config;
@@ -244,13 +246,22 @@ pub async fn run(
         cfg.limits.commit_group_max,
         shutdown.clone(),
     );
+    let heard = Arc::new(alerts::Heard::default());
     let replication = match &cfg.nats {
         Some(nats) => {
+            // Silence is counted from the start for every site this node does not sign for.
+            let started_at = pipeline::now();
+            for site in network.roles().keys() {
+                if !network.local_sites.iter().any(|s| &s.id == site) {
+                    heard.expect(site, started_at);
+                }
+            }
             replication::start(
                 nats,
                 network.clone(),
                 pipeline.clone(),
                 cfg.store_dir(),
+                heard.clone(),
                 shutdown.clone(),
             )
             .await?
@@ -296,11 +307,20 @@ pub async fn run(
         }
     }
 
+    let board = Arc::new(alerts::Board::new());
+    tokio::spawn(alerts::run(
+        board.clone(),
+        pipeline.clone(),
+        cfg.alerts.policy(),
+        heard.clone(),
+        shutdown.clone(),
+    ));
     let api = grpc::service::LedgerApi::new(
         pipeline.clone(),
         network.clone(),
         cfg.limits.clone(),
         policy(&cfg),
+        board.clone(),
         shutdown.clone(),
     );
     let (health_reporter, health) = tonic_health::server::health_reporter();

@@ -51,7 +51,11 @@ pub const WATCH_BROADCAST_CAPACITY: usize = 8192;
 #[derive(Debug)]
 pub struct Committed {
     pub coi: Coi,
+    /// 1-based position in the chain.
     pub position: u64,
+    /// 1-based position in the store (log order, across chains); 0 for a record the store
+    /// skipped as a repeat of one it holds.
+    pub store_position: u64,
     pub event: Event,
 }
 
@@ -891,11 +895,13 @@ impl Indexer {
             }
             let n_groups = groups.len() as u64;
             for group in groups {
-                for (record, done) in group.records.into_iter().zip(group.meta) {
+                let store_positions = group.written.store_positions();
+                for (i, (record, done)) in group.records.into_iter().zip(group.meta).enumerate() {
                     // No receiver is fine: nobody is watching.
                     let _ = self.committed.send(Arc::new(Committed {
                         coi: done.coi,
                         position: done.position,
+                        store_position: store_positions.get(&i).copied().unwrap_or(0),
                         event: record.event,
                     }));
                 }

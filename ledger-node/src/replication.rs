@@ -105,6 +105,12 @@ impl Subjects {
         format!("{}.repair.{}", self.prefix, token(site))
     }
 
+    /// Liveness: each node's latest signed checkpoint of each of its feeds, published
+    /// every checkpoint interval on core NATS (not kept in the stream).
+    pub fn heartbeat(&self, site: &SiteId) -> String {
+        format!("{}.heartbeat.{}", self.prefix, token(site))
+    }
+
     fn all(&self, kind: &str) -> String {
         format!("{}.{kind}.*", self.prefix)
     }
@@ -191,6 +197,8 @@ struct Shared {
     /// acknowledged events this store no longer holds, so it is deleted and recreated from
     /// the stream's start once.
     reset_consumer: std::sync::atomic::AtomicBool,
+    /// When each site was last heard from, for `site_silent` alerts.
+    heard: Arc<crate::alerts::Heard>,
 }
 
 /// Before the node serves: stops signing for local sites whose feed must first be learned
@@ -239,6 +247,7 @@ pub async fn start(
     network: Arc<Network>,
     pipeline: Pipeline,
     store_dir: PathBuf,
+    heard: Arc<crate::alerts::Heard>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Vec<JoinHandle<()>>> {
     let reset_consumer = pipeline.store().n_events() == 0 || store_dir.join(RESYNC_MARKER).exists();
@@ -280,6 +289,7 @@ pub async fn start(
         repairing: Arc::new(Mutex::new(HashSet::new())),
         checkpoint_seqs: Mutex::new(HashMap::new()),
         reset_consumer: std::sync::atomic::AtomicBool::new(reset_consumer),
+        heard,
     });
     tracing::info!(stream = %shared.stream_name, consumer = %shared.consumer_name, urls = ?cfg.urls, "replicating over NATS JetStream");
     let tasks = vec![
@@ -288,6 +298,7 @@ pub async fn start(
         tokio::spawn(shared.clone().answer_repairs()),
         tokio::spawn(shared.clone().checkpoint_loop()),
         tokio::spawn(shared.clone().learn_feeds()),
+        tokio::spawn(shared.clone().hear_heartbeats()),
     ];
     Ok(tasks)
 }
@@ -643,7 +654,10 @@ impl Shared {
                     count_received("duplicate");
                     ack(&m, AckKind::Ack).await;
                 }
-                Verdict::Event(e, role) => out.events.push((m, *e, role)),
+                Verdict::Event(e, role) => {
+                    self.heard.heard(e.author(), crate::pipeline::now());
+                    out.events.push((m, *e, role));
+                }
                 Verdict::Checkpoint(cp) => out.checkpoints.push((m, *cp)),
             }
         }
@@ -972,9 +986,6 @@ impl Shared {
                 let Ok(Ok(Some((seq, head)))) = head else {
                     continue;
                 };
-                if last.get(&site.id) == Some(&seq) {
-                    continue;
-                }
                 let cp = Checkpoint::sign(
                     self.network.id.clone(),
                     site.id.clone(),
@@ -983,6 +994,17 @@ impl Shared {
                     crate::pipeline::now(),
                     &site.key,
                 );
+                // Best effort: a lost heartbeat only delays a silence alert's clearing.
+                let _ = self
+                    .client
+                    .publish(
+                        self.subjects.heartbeat(&site.id),
+                        Bytes::copy_from_slice(cp.bytes()),
+                    )
+                    .await;
+                if last.get(&site.id) == Some(&seq) {
+                    continue;
+                }
                 let mut headers = async_nats::HeaderMap::new();
                 headers.insert(
                     "Nats-Msg-Id",
@@ -1004,6 +1026,38 @@ impl Shared {
                     last.insert(site.id.clone(), seq);
                     metrics::counter!("ledger_replication_checkpoints_published_total")
                         .increment(1);
+                }
+            }
+        }
+    }
+
+    /// Marks a site heard whenever a trusted heartbeat of it arrives.
+    async fn hear_heartbeats(self: Arc<Self>) {
+        let mut backoff = Backoff::new();
+        loop {
+            let subject = format!("{}.heartbeat.*", self.subjects.prefix);
+            let mut sub = match self.client.subscribe(subject).await {
+                Ok(sub) => sub,
+                Err(e) => {
+                    tracing::debug!(error = %e, "heartbeat subscription failed; retrying");
+                    if !pause(&self.shutdown, backoff.next()).await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            backoff.reset();
+            loop {
+                tokio::select! {
+                    () = self.shutdown.cancelled() => return,
+                    m = sub.next() => {
+                        let Some(m) = m else { break };
+                        if let Ok(cp) = Checkpoint::from_bytes(&m.payload) {
+                            if self.admission.checkpoint_trusted(&cp) && cp.network == self.network.id {
+                                self.heard.heard(&cp.site, crate::pipeline::now());
+                            }
+                        }
+                    }
                 }
             }
         }

@@ -638,6 +638,70 @@ pub fn verify_response(report: &BundleReport) -> pb::VerifyChainResponse {
     }
 }
 
+/// An alert as the node holds it: raised at `raised`, cleared at `cleared` (None: open).
+pub fn alert_to_wire(
+    a: &ledger_core::Alert,
+    raised: Timestamp,
+    cleared: Option<Timestamp>,
+) -> pb::Alert {
+    pb::Alert {
+        kind: a.key.kind.as_str().to_owned(),
+        severity: match a.key.kind.severity() {
+            ledger_core::AlertSeverity::Warning => pb::AlertSeverity::Warning,
+            ledger_core::AlertSeverity::Critical => pb::AlertSeverity::Critical,
+        } as i32,
+        coi: a
+            .key
+            .coi
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        unit_id: a
+            .key
+            .unit
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        site_id: a
+            .key
+            .site
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        event_id: a.key.event.map(|e| e.to_hex()).unwrap_or_default(),
+        message: a.message.clone(),
+        since_time: Some(timestamp_to_wire(a.since)),
+        raised_time: Some(timestamp_to_wire(raised)),
+        cleared_time: cleared.map(timestamp_to_wire),
+    }
+}
+
+/// An alert kind filter: empty means any.
+///
+/// # Errors
+/// A name that is not an alert kind.
+pub fn alert_kind_from_wire(
+    field: &str,
+    s: &str,
+) -> Result<Option<ledger_core::AlertKind>, ConvertError> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    ledger_core::AlertKind::parse(s).map(Some).ok_or_else(|| {
+        let names: Vec<&str> = ledger_core::AlertKind::ALL
+            .iter()
+            .map(|k| k.as_str())
+            .collect();
+        err(
+            field,
+            format!(
+                "{s:?} is not an alert kind; use one of {}",
+                names.join(", ")
+            ),
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

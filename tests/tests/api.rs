@@ -726,6 +726,7 @@ async fn list_chains_pages_and_filters() {
                 status: status as i32,
                 page_size,
                 page_token,
+                ..pb::ListChainsRequest::default()
             },
             Some(&auditor),
         );

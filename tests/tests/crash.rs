@@ -427,6 +427,7 @@ async fn check(
                 status: 0,
                 page_size: 1000,
                 page_token: page_token.clone(),
+                ..pb::ListChainsRequest::default()
             })),
         )
         .await?;

@@ -204,9 +204,40 @@ impl LedgerService for Fake {
                 open_finding_count: 0,
                 last_event_time: None,
                 flagged_unit_count: 1,
+                ..pb::ChainSummary::default()
             }],
             next_page_token: "p2".into(),
         }))
+    }
+
+    async fn list_alerts(
+        &self,
+        req: Request<pb::ListAlertsRequest>,
+    ) -> Result<Response<pb::ListAlertsResponse>, Status> {
+        self.saw(&req);
+        Ok(Response::new(pb::ListAlertsResponse::default()))
+    }
+
+    type WatchAlertsStream =
+        tokio_stream::Iter<std::vec::IntoIter<Result<pb::WatchAlertsResponse, Status>>>;
+
+    async fn watch_alerts(
+        &self,
+        req: Request<pb::WatchAlertsRequest>,
+    ) -> Result<Response<Self::WatchAlertsStream>, Status> {
+        self.saw(&req);
+        Ok(Response::new(tokio_stream::iter(Vec::new())))
+    }
+
+    type SubscribeStream =
+        tokio_stream::Iter<std::vec::IntoIter<Result<pb::SubscribeResponse, Status>>>;
+
+    async fn subscribe(
+        &self,
+        req: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        self.saw(&req);
+        Ok(Response::new(tokio_stream::iter(Vec::new())))
     }
 
     async fn get_node_info(

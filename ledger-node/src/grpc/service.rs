@@ -2,9 +2,11 @@
 
 use super::auth::{self, authenticate, authorize, charge, Access, RateLimiter};
 use super::status;
+use crate::alerts::{Board, Held};
 use crate::config::Limits;
 use crate::network::{Network, Principal};
 use crate::pipeline::Pipeline;
+use crate::worklist;
 use ledger_core::bundle::BundleDraft;
 use ledger_core::{Checkpoint, Coi, Event, EventId, Options, Policy, Scope, SiteId, Trust};
 use proto::convert::{self, AppendDraft};
@@ -28,12 +30,24 @@ pub const CHAIN_EVENTS_MAX: u64 = 1_000_000;
 pub const EXPORT_CHUNK_BYTES: usize = 1024 * 1024;
 /// Events a watcher may fall behind before it is re-read from the store.
 pub const WATCH_QUEUE: usize = 1024;
+/// Messages queued per Subscribe or WatchAlerts stream: with each message at most one
+/// event (under 64 KiB) or one snapshot, this bounds what a stalled reader holds in memory
+/// by bytes; past it the stream reads from the log again when the reader resumes.
+pub const STREAM_QUEUE: usize = 16;
+/// Events read from the log per Subscribe catch-up page, and the bytes read at a time.
+pub const SUBSCRIBE_PAGE: usize = 256;
+pub const SUBSCRIBE_READ_BYTES: usize = 256 * 1024;
+/// Most alerts in one WatchAlerts snapshot (the most urgent).
+pub const ALERT_SNAPSHOT_MAX: usize = 10_000;
+/// Most entries in each Subscribe filter list.
+pub const SUBSCRIBE_FILTER_MAX: usize = 1000;
 
 pub struct LedgerApi {
     pipeline: Pipeline,
     network: Arc<Network>,
     limits: Limits,
     policy: Policy,
+    board: Arc<Board>,
     limiter: RateLimiter,
     shutdown: tokio_util::sync::CancellationToken,
 }
@@ -52,6 +66,7 @@ impl LedgerApi {
         network: Arc<Network>,
         limits: Limits,
         policy: Policy,
+        board: Arc<Board>,
         shutdown: tokio_util::sync::CancellationToken,
     ) -> LedgerApi {
         let limiter = RateLimiter::new(limits.calls_per_second_per_token);
@@ -60,6 +75,7 @@ impl LedgerApi {
             network,
             limits,
             policy,
+            board,
             limiter,
             shutdown,
         }
@@ -74,6 +90,24 @@ impl LedgerApi {
             .await
             .map_err(|e| status::append_error(&e))?;
         Ok(principal)
+    }
+
+    /// A check a stream makes before each message it sends: whether its token still names
+    /// the same caller, so a token revoked by a reload (SIGHUP) reads nothing more.
+    fn revoked_check<T>(
+        &self,
+        req: &Request<T>,
+        principal: Principal,
+    ) -> Result<impl Fn() -> Option<Status> + Send + 'static, Status> {
+        let token = auth::bearer(req)?.to_owned();
+        let network = self.network.clone();
+        Ok(move || {
+            (network.principal(&token).as_ref() != Some(&principal)).then(|| {
+                Status::unauthenticated(
+                    "the token this stream was opened with is no longer accepted by this node; open it again with a current token",
+                )
+            })
+        })
     }
 
     fn coi(&self, field: &str, text: &str) -> Result<Coi, Status> {
@@ -577,75 +611,256 @@ impl pb::ledger_service_server::LedgerService for LedgerApi {
     ) -> Result<Response<pb::ListChainsResponse>, Status> {
         self.begin_read(&req).await?;
         let r = req.get_ref();
-        let filter =
+        let status =
             convert::status_from_wire("status", r.status).map_err(|e| status::invalid(&e))?;
-        let page = match r.page_size {
+        let limit = match r.page_size {
             0 => LIST_PAGE_DEFAULT,
             n if n < 0 => return Err(Status::invalid_argument("page_size: must not be negative")),
             n => (n as usize).min(LIST_PAGE_MAX),
         };
+        let sort = match pb::ChainSort::try_from(r.sort) {
+            Ok(pb::ChainSort::Unspecified | pb::ChainSort::Coi) => worklist::Sort::Coi,
+            Ok(pb::ChainSort::Deadline) => worklist::Sort::Deadline,
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "sort: {} is not a known sort",
+                    r.sort
+                )))
+            }
+        };
         let after = if r.page_token.is_empty() {
             None
         } else {
-            Some(self.coi("page_token", &r.page_token)?)
+            Some(
+                worklist::Cursor::parse(&r.page_token, sort)
+                    .map_err(|e| Status::invalid_argument(format!("page_token: {e}")))?,
+            )
         };
-        let ledger = self.pipeline.ledger();
-        let mut cois: Vec<&Coi> = ledger
-            .chains()
-            .iter()
-            .filter(|(_, c)| c.committed > 0)
-            .map(|(k, _)| k)
-            .collect();
-        cois.sort();
-        let mut chains = Vec::new();
-        let mut next_page_token = String::new();
-        for coi in cois
-            .into_iter()
-            .filter(|c| after.as_ref().is_none_or(|a| *c > a))
-        {
-            let Some(chain) = ledger.chain(coi) else {
-                continue;
-            };
-            let p = &chain.projection;
-            let status = p.status();
-            if filter.is_some_and(|f| f != status) {
-                continue;
-            }
-            if chains.len() == page {
-                next_page_token = chains
-                    .last()
-                    .map(|c: &pb::ChainSummary| c.coi.clone())
-                    .unwrap_or_default();
-                break;
-            }
-            let mut custodians: Vec<String> = p
-                .units()
-                .filter_map(|u| u.custodian().map(ToString::to_string))
-                .collect();
-            custodians.sort();
-            custodians.dedup();
-            let flagged = p
-                .units()
-                .filter(|u| {
-                    matches!(u.custody, ledger_core::Custody::InTransit { .. })
-                        || !u.excursions_pending.is_empty()
-                })
-                .count();
-            chains.push(pb::ChainSummary {
-                coi: coi.to_string(),
-                status: convert::status_to_wire(status) as i32,
-                custodian_site_ids: custodians,
-                next_stability_deadline: p.next_deadline().map(convert::timestamp_to_wire),
-                event_count: chain.committed,
-                open_finding_count: chain.findings.len() as u32,
-                last_event_time: Some(convert::timestamp_to_wire(chain.last_event_at)),
-                flagged_unit_count: flagged as u32,
-            });
-        }
+        let site = if r.site_id.is_empty() {
+            None
+        } else {
+            Some(
+                SiteId::parse(&r.site_id)
+                    .map_err(|e| Status::invalid_argument(format!("site_id: {e}")))?,
+            )
+        };
+        let query = worklist::Query {
+            status,
+            site,
+            needs_action: r.needs_action,
+            live_only: r.live_only,
+            sort,
+            after,
+            limit,
+        };
+        let alerts = self.board.counts_by_chain();
+        let (rows, next) = {
+            let ledger = self.pipeline.ledger();
+            worklist::rows(&ledger, &alerts, &query)
+        };
+        let chains = rows.iter().map(summary_to_wire).collect();
         Ok(Response::new(pb::ListChainsResponse {
             chains,
-            next_page_token,
+            next_page_token: next.map(|c| c.to_token()).unwrap_or_default(),
         }))
+    }
+
+    async fn list_alerts(
+        &self,
+        req: Request<pb::ListAlertsRequest>,
+    ) -> Result<Response<pb::ListAlertsResponse>, Status> {
+        self.begin_read(&req).await?;
+        let r = req.get_ref();
+        let filter = AlertFilter::parse(&r.coi, &r.site_id, &r.kind)?;
+        let mut held = self.board.open();
+        if r.include_cleared {
+            held.extend(self.board.cleared());
+        }
+        let alerts = held
+            .iter()
+            .filter(|h| filter.matches(h))
+            .map(|h| convert::alert_to_wire(&h.alert, h.raised, h.cleared))
+            .collect();
+        Ok(Response::new(pb::ListAlertsResponse { alerts }))
+    }
+
+    type WatchAlertsStream = BoxStream<pb::WatchAlertsResponse>;
+
+    async fn watch_alerts(
+        &self,
+        req: Request<pb::WatchAlertsRequest>,
+    ) -> Result<Response<Self::WatchAlertsStream>, Status> {
+        let principal = self.begin_read(&req).await?;
+        let r = req.get_ref();
+        let filter = AlertFilter::parse(&r.coi, &r.site_id, &r.kind)?;
+        let revoked = self.revoked_check(&req, principal)?;
+        let board = self.board.clone();
+        let shutdown = self.shutdown.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(STREAM_QUEUE);
+        tokio::spawn(async move {
+            loop {
+                let (open, mut changes) = board.watch();
+                let snapshot: Vec<pb::Alert> = open
+                    .iter()
+                    .filter(|h| filter.matches(h))
+                    .take(ALERT_SNAPSHOT_MAX)
+                    .map(|h| convert::alert_to_wire(&h.alert, h.raised, h.cleared))
+                    .collect();
+                if tx
+                    .send(Ok(pb::WatchAlertsResponse {
+                        is_snapshot: true,
+                        snapshot,
+                        change: None,
+                    }))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                loop {
+                    tokio::select! {
+                        () = shutdown.cancelled() => {
+                            let _ = tx.send(Err(Status::unavailable("the node is stopping; watch the alerts again once it is back"))).await;
+                            return;
+                        }
+                        msg = changes.recv() => match msg {
+                            Ok(h) => {
+                                if let Some(refused) = revoked() {
+                                    let _ = tx.send(Err(refused)).await;
+                                    return;
+                                }
+                                if !filter.matches(&h) {
+                                    continue;
+                                }
+                                let change = convert::alert_to_wire(&h.alert, h.raised, h.cleared);
+                                if tx.send(Ok(pb::WatchAlertsResponse { is_snapshot: false, snapshot: Vec::new(), change: Some(change) })).await.is_err() {
+                                    return;
+                                }
+                            }
+                            // Fell behind: a fresh snapshot, never an unbounded buffer.
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
+                            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                        },
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    type SubscribeStream = BoxStream<pb::SubscribeResponse>;
+
+    async fn subscribe(
+        &self,
+        req: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let principal = self.begin_read(&req).await?;
+        let filter = EventFilter::parse(req.get_ref())?;
+        let revoked = self.revoked_check(&req, principal)?;
+        let from = req.get_ref().from_position;
+        // Subscribe before reading the backlog so nothing committed in between is missed.
+        let mut live = self.pipeline.subscribe();
+        let pipeline = self.pipeline.clone();
+        let shutdown = self.shutdown.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(STREAM_QUEUE);
+        let stopping = |sent: u64| {
+            Status::unavailable(format!(
+                "the node is stopping; subscribe again with from_position {sent}"
+            ))
+        };
+        tokio::spawn(async move {
+            let mut sent = from;
+            loop {
+                // Catch up from the log: a reader that fell behind reads from disk, in pages,
+                // never from a buffer that grows with its lag.
+                while sent < pipeline.store().last_position() {
+                    let store = pipeline.store().clone();
+                    let after = sent;
+                    let page = tokio::task::spawn_blocking(move || {
+                        store.records_after(after, SUBSCRIBE_PAGE, SUBSCRIBE_READ_BYTES)
+                    })
+                    .await;
+                    let events = match page {
+                        Ok(Ok(events)) if !events.is_empty() => events,
+                        Ok(Err(e)) => {
+                            let _ = tx.send(Err(status::store_error(&e))).await;
+                            return;
+                        }
+                        _ => break,
+                    };
+                    if let Some(refused) = revoked() {
+                        let _ = tx.send(Err(refused)).await;
+                        return;
+                    }
+                    let last = events.last().map_or(sent, |(p, _)| *p);
+                    let mut matched = false;
+                    for (position, e) in events {
+                        if !filter.matches(&e) {
+                            continue;
+                        }
+                        matched = true;
+                        if tx
+                            .send(Ok(pb::SubscribeResponse {
+                                event: Some(convert::event_to_wire(&e)),
+                                position,
+                            }))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    if !matched
+                        && tx
+                            .send(Ok(pb::SubscribeResponse {
+                                event: None,
+                                position: last,
+                            }))
+                            .await
+                            .is_err()
+                    {
+                        return;
+                    }
+                    sent = last;
+                }
+                // Then follow live commits until the reader falls behind (back to the log).
+                loop {
+                    tokio::select! {
+                        () = shutdown.cancelled() => {
+                            let _ = tx.send(Err(stopping(sent))).await;
+                            return;
+                        }
+                        msg = live.recv() => match msg {
+                            Ok(c) if c.store_position == 0 || c.store_position <= sent => {}
+                            Ok(c) if c.store_position == sent + 1 => {
+                                if let Some(refused) = revoked() {
+                                    let _ = tx.send(Err(refused)).await;
+                                    return;
+                                }
+                                sent = c.store_position;
+                                if !filter.matches(&c.event) {
+                                    continue;
+                                }
+                                if tx.send(Ok(pb::SubscribeResponse { event: Some(convert::event_to_wire(&c.event)), position: c.store_position })).await.is_err() {
+                                    return;
+                                }
+                            }
+                            Ok(_) => break,
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
+                            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                                let _ = tx.send(Err(stopping(sent))).await;
+                                return;
+                            }
+                        },
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn get_node_info(
@@ -688,5 +903,130 @@ fn error_result(s: &Status) -> pb::AppendBatchResult {
             code: s.code() as i32,
             message: s.message().to_owned(),
         })),
+    }
+}
+
+fn summary_to_wire(r: &worklist::Row) -> pb::ChainSummary {
+    pb::ChainSummary {
+        coi: r.coi.to_string(),
+        status: convert::status_to_wire(r.status) as i32,
+        custodian_site_ids: r.custodians(),
+        next_stability_deadline: r.next_deadline.map(convert::timestamp_to_wire),
+        event_count: r.n_events,
+        open_finding_count: r.findings.len() as u32,
+        last_event_time: Some(convert::timestamp_to_wire(r.last_event_at)),
+        flagged_unit_count: r.n_flagged as u32,
+        places: r
+            .units
+            .iter()
+            .map(|u| {
+                let mut place = pb::UnitPlace {
+                    unit_id: u.unit.clone(),
+                    stability_deadline: Some(convert::timestamp_to_wire(u.stability_deadline)),
+                    ..pb::UnitPlace::default()
+                };
+                match &u.place {
+                    worklist::Place::Held { site, location } => {
+                        place.site_id = site.to_string();
+                        place.location = location.clone().unwrap_or_default();
+                    }
+                    worklist::Place::InTransit { from, to, since } => {
+                        place.from_site_id = from.to_string();
+                        place.to_site_id = to.to_string();
+                        place.in_transit_since = Some(convert::timestamp_to_wire(*since));
+                    }
+                }
+                place
+            })
+            .collect(),
+        open_alert_count: r.n_alerts as u32,
+    }
+}
+
+/// Which alerts a caller asked for.
+#[derive(Debug, Clone)]
+struct AlertFilter {
+    coi: Option<Coi>,
+    site: Option<SiteId>,
+    kind: Option<ledger_core::AlertKind>,
+}
+
+impl AlertFilter {
+    fn parse(coi: &str, site: &str, kind: &str) -> Result<AlertFilter, Status> {
+        Ok(AlertFilter {
+            coi: (!coi.is_empty())
+                .then(|| Coi::parse(coi))
+                .transpose()
+                .map_err(|e| Status::invalid_argument(format!("coi: {e}")))?,
+            site: (!site.is_empty())
+                .then(|| SiteId::parse(site))
+                .transpose()
+                .map_err(|e| Status::invalid_argument(format!("site_id: {e}")))?,
+            kind: convert::alert_kind_from_wire("kind", kind).map_err(|e| status::invalid(&e))?,
+        })
+    }
+
+    fn matches(&self, h: &Held) -> bool {
+        let k = &h.alert.key;
+        self.coi.as_ref().is_none_or(|c| k.coi.as_ref() == Some(c))
+            && self
+                .site
+                .as_ref()
+                .is_none_or(|s| k.site.as_ref() == Some(s))
+            && self.kind.is_none_or(|kind| k.kind == kind)
+    }
+}
+
+/// Which events a subscriber asked for.
+#[derive(Debug, Clone)]
+struct EventFilter {
+    sites: HashSet<SiteId>,
+    kinds: HashSet<String>,
+    cois: HashSet<Coi>,
+}
+
+impl EventFilter {
+    fn parse(r: &pb::SubscribeRequest) -> Result<EventFilter, Status> {
+        for (field, n) in [
+            ("site_ids", r.site_ids.len()),
+            ("kinds", r.kinds.len()),
+            ("cois", r.cois.len()),
+        ] {
+            if n > SUBSCRIBE_FILTER_MAX {
+                return Err(Status::invalid_argument(format!(
+                    "{field}: {n} entries, more than {SUBSCRIBE_FILTER_MAX}"
+                )));
+            }
+        }
+        let mut sites = HashSet::new();
+        for (i, s) in r.site_ids.iter().enumerate() {
+            sites.insert(
+                SiteId::parse(s)
+                    .map_err(|e| Status::invalid_argument(format!("site_ids[{i}]: {e}")))?,
+            );
+        }
+        let mut cois = HashSet::new();
+        for (i, c) in r.cois.iter().enumerate() {
+            cois.insert(
+                Coi::parse(c).map_err(|e| Status::invalid_argument(format!("cois[{i}]: {e}")))?,
+            );
+        }
+        let mut kinds = HashSet::new();
+        for (i, k) in r.kinds.iter().enumerate() {
+            if !ledger_core::Body::KIND_NAMES.contains(&k.as_str()) {
+                return Err(Status::invalid_argument(format!(
+                    "kinds[{i}]: {k:?} is not a body kind; use one of {}",
+                    ledger_core::Body::KIND_NAMES.join(", ")
+                )));
+            }
+            kinds.insert(k.clone());
+        }
+        Ok(EventFilter { sites, kinds, cois })
+    }
+
+    fn matches(&self, e: &Event) -> bool {
+        (self.sites.is_empty() || self.sites.contains(e.author()))
+            && (self.cois.is_empty() || self.cois.contains(e.coi()))
+            && (self.kinds.is_empty() || self.kinds.contains(e.body().kind_name()))
     }
 }

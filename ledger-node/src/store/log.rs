@@ -114,6 +114,67 @@ pub(super) fn read_at(file: &File, path: &Path, loc: Loc) -> Result<Record, Stor
     checked_payload(stored, payload).map_err(|bad| unreadable(bad.to_string()))
 }
 
+/// Reads the complete records that start at `offset`, front to back, from one read of
+/// about `bytes` (more when the first record is larger), checking each record's length,
+/// CRC and decode as [`read_at`] does. Returns each record with the offset just after it;
+/// stops at the end of `valid_end` (the part of the log readers may see).
+///
+/// # Errors
+/// [`StoreError::Io`]; [`StoreError::LogRecordUnreadable`] when a record there is damaged.
+pub(super) fn read_run(
+    file: &File,
+    path: &Path,
+    offset: u64,
+    valid_end: u64,
+    bytes: usize,
+) -> Result<Vec<(Record, u64)>, StoreError> {
+    let mut out = Vec::new();
+    if offset >= valid_end {
+        return Ok(out);
+    }
+    let unreadable = |at: u64, reason: String| StoreError::LogRecordUnreadable {
+        path: path.to_path_buf(),
+        offset: at,
+        reason,
+    };
+    let want = usize::try_from(valid_end - offset)
+        .unwrap_or(usize::MAX)
+        .min(bytes.max(FRAME_HEADER_LEN + PAYLOAD_BYTES_MAX));
+    let mut buf = vec![0u8; want];
+    file.read_exact_at(&mut buf, offset)
+        .map_err(io_error("reading", path))?;
+    let mut pos = 0usize;
+    while pos + FRAME_HEADER_LEN <= buf.len() {
+        let frame = &buf[pos..pos + FRAME_HEADER_LEN];
+        let at = offset + pos as u64;
+        let payload_len = u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize;
+        if !(PAYLOAD_BYTES_MIN..=PAYLOAD_BYTES_MAX).contains(&payload_len) {
+            return Err(unreadable(
+                at,
+                format!("record length {payload_len} is impossible"),
+            ));
+        }
+        let end = pos + FRAME_HEADER_LEN + payload_len;
+        if end > buf.len() {
+            break;
+        }
+        let stored = u32::from_le_bytes([frame[4], frame[5], frame[6], frame[7]]);
+        let record = checked_payload(stored, &buf[pos + FRAME_HEADER_LEN..end])
+            .map_err(|bad| unreadable(at, bad.to_string()))?;
+        pos = end;
+        out.push((record, offset + pos as u64));
+    }
+    // The read holds at least one whole record (it is at least the largest record long,
+    // or reaches the visible end, which is a record boundary).
+    if out.is_empty() {
+        return Err(unreadable(
+            offset,
+            "no complete record where the index says one starts".to_owned(),
+        ));
+    }
+    Ok(out)
+}
+
 /// Appends the framed record to `out`.
 ///
 /// # Errors

@@ -300,6 +300,35 @@ pub struct Written {
     applied: Option<Applied>,
 }
 
+impl Written {
+    /// The store positions (1-based record numbers in log order) of the written slice's
+    /// records, by their index in that slice; `None` for a record skipped as a repeat.
+    pub fn store_positions(&self) -> HashMap<usize, u64> {
+        let Some(applied) = self.applied else {
+            return HashMap::new();
+        };
+        let first = applied.n_records - self.new.len() as u64 + 1;
+        self.new
+            .iter()
+            .enumerate()
+            .map(|(k, (i, _))| (*i, first + k as u64))
+            .collect()
+    }
+}
+
+/// Every this many records, the store keeps the log offset of the next one, so that a
+/// read from a store position starts near it ([`Store::records_after`]).
+pub const POSITION_STRIDE: u64 = 256;
+
+/// Log offsets of store positions 1, 1 + stride, 1 + 2 stride, ..., and where the visible
+/// (indexed) log ends.
+#[derive(Debug, Default)]
+struct Positions {
+    marks: Vec<u64>,
+    n_visible: u64,
+    visible_end: u64,
+}
+
 /// The event log and its index. `Send + Sync`: one committer thread writes (and one
 /// indexer indexes, in write order) while any number of threads read.
 #[derive(Debug)]
@@ -319,6 +348,8 @@ pub struct Store {
     /// check in [`Store::write`] reads the index only for records at or below it: a new
     /// append never waits for a sled read, which blocks while the indexer applies a batch.
     tops: Mutex<HashMap<SiteId, u64>>,
+    /// Where store positions lie in the log (for [`Store::records_after`]).
+    positions: std::sync::RwLock<Positions>,
 }
 
 impl Store {
@@ -549,6 +580,22 @@ impl Store {
                 for (r, _) in &new {
                     unindexed.remove(&r.event.id());
                 }
+                {
+                    let mut positions = self.positions.write().unwrap_or_else(|p| p.into_inner());
+                    for (_, at) in &new {
+                        if positions.n_visible.is_multiple_of(POSITION_STRIDE) {
+                            positions.marks.push(at.offset);
+                        }
+                        positions.n_visible += 1;
+                        positions.visible_end = at.offset + u64::from(at.len);
+                    }
+                    // Pair assertion: positions count exactly the records indexed.
+                    assert_eq!(
+                        positions.n_visible, applied.n_records,
+                        "store positions reach {} but the index applied {} records",
+                        positions.n_visible, applied.n_records
+                    );
+                }
                 self.n_events.fetch_add(n_indexed, Ordering::Release);
                 Ok(())
             }
@@ -664,6 +711,60 @@ impl Store {
         Ok(out)
     }
 
+    /// Events in store order (the log's order: every chain's events in their chain order),
+    /// with their 1-based store positions: those after position `after`, at most `limit`,
+    /// and only events the index already holds (acknowledged and visible). Reads about
+    /// `bytes` of log at a time.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] or [`StoreError::LogRecordUnreadable`].
+    pub fn records_after(
+        &self,
+        after: u64,
+        limit: usize,
+        bytes: usize,
+    ) -> Result<Vec<(u64, Event)>, StoreError> {
+        let (mut position, mut offset, n_visible, visible_end) = {
+            let positions = self.positions.read().unwrap_or_else(|p| p.into_inner());
+            if after >= positions.n_visible {
+                return Ok(Vec::new());
+            }
+            let k = (after / POSITION_STRIDE) as usize;
+            let Some(&offset) = positions.marks.get(k) else {
+                return Ok(Vec::new());
+            };
+            (
+                k as u64 * POSITION_STRIDE,
+                offset,
+                positions.n_visible,
+                positions.visible_end,
+            )
+        };
+        let mut out = Vec::new();
+        while out.len() < limit && position < n_visible {
+            let run = log::read_run(&self.reader, &self.log_path, offset, visible_end, bytes)?;
+            if run.is_empty() {
+                break;
+            }
+            for (record, end) in run {
+                position += 1;
+                offset = end;
+                if position > after && out.len() < limit && position <= n_visible {
+                    out.push((position, record.event));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The number of the last visible store position (events indexed).
+    pub fn last_position(&self) -> u64 {
+        self.positions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .n_visible
+    }
+
     /// # Errors
     /// [`StoreError::Sled`] or [`StoreError::IndexCorrupt`].
     pub fn chain_len(&self, coi: &Coi) -> Result<u64, StoreError> {
@@ -763,6 +864,7 @@ fn open_with(
     let mut in_step = applied == start;
     let mut pending: Vec<(Record, Loc)> = Vec::new();
     let mut tops: HashMap<SiteId, u64> = HashMap::new();
+    let mut marks: Vec<u64> = Vec::new();
     let bad = loop {
         let offset = scanner.offset();
         if offset == applied.offset && n_records == applied.n_records {
@@ -774,6 +876,9 @@ fn open_with(
             Step::Record { record, end } => {
                 visit(&record);
                 raise_top(&mut tops, &record.event);
+                if n_records.is_multiple_of(POSITION_STRIDE) {
+                    marks.push(offset);
+                }
                 n_records += 1;
                 if in_step && end > applied.offset {
                     pending.push((*record, loc_between(offset, end)));
@@ -891,6 +996,11 @@ fn open_with(
         n_events: AtomicU64::new(n_records),
         unindexed: Mutex::new(HashSet::new()),
         tops: Mutex::new(tops),
+        positions: std::sync::RwLock::new(Positions {
+            marks,
+            n_visible: n_records,
+            visible_end: valid_end,
+        }),
     };
     Ok((store, report))
 }
