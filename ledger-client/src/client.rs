@@ -435,6 +435,62 @@ pub struct ChainSummary {
     pub n_open_findings: u32,
     pub last_event_at: Option<Timestamp>,
     pub n_flagged_units: u32,
+    pub n_open_alerts: u32,
+    /// Where each live unit is.
+    pub places: Vec<UnitPlace>,
+}
+
+/// Where a live unit is: held (`site`, maybe at a `location`) or in transit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitPlace {
+    pub unit: String,
+    pub site: Option<SiteId>,
+    pub location: Option<String>,
+    /// (from, to, since) while in transit.
+    pub transit: Option<(SiteId, SiteId, Timestamp)>,
+    pub stability_deadline: Option<Timestamp>,
+}
+
+/// What a worklist asks the node for ([`Client::worklist`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChainsQuery {
+    pub status: Option<Status>,
+    pub page_size: Option<u16>,
+    pub page_token: Option<PageToken>,
+    /// Most urgent first (overdue, then least time left) instead of by COI.
+    pub by_deadline: bool,
+    pub site: Option<SiteId>,
+    pub needs_action: bool,
+    pub live_only: bool,
+}
+
+/// An alert as the node reports it (kinds are `ledger_core::AlertKind` names).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertItem {
+    pub kind: String,
+    pub critical: bool,
+    pub coi: Option<Coi>,
+    pub unit: Option<String>,
+    pub site: Option<SiteId>,
+    pub event: Option<EventId>,
+    pub message: String,
+    pub since: Option<Timestamp>,
+    pub raised: Option<Timestamp>,
+    pub cleared: Option<Timestamp>,
+}
+
+/// One message of an alert watch: a snapshot of the open alerts, or one change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AlertUpdate {
+    Snapshot(Vec<AlertItem>),
+    Change(AlertItem),
+}
+
+/// An event of a store-wide subscription, or (event `None`) a progress mark.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscribed {
+    pub position: u64,
+    pub event: Option<Event>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -889,14 +945,46 @@ impl Client {
         page_size: Option<u16>,
         page_token: Option<&PageToken>,
     ) -> Result<ChainsPage, Error> {
+        self.worklist(&ChainsQuery {
+            status,
+            page_size,
+            page_token: page_token.cloned(),
+            ..ChainsQuery::default()
+        })
+        .await
+    }
+
+    /// One page of chains as `q` filters and sorts them.
+    ///
+    /// # Errors
+    /// The call's error; [`Error::BadResponse`].
+    pub async fn worklist(&self, q: &ChainsQuery) -> Result<ChainsPage, Error> {
         let mut rpc = self.rpc.clone();
         let answer = self
-            .call(rpc.list_chains(self.request(pb::ListChainsRequest {
-                status: status.map_or(pb::ChainStatus::Unspecified, status_to_wire) as i32,
-                page_size: page_size.map_or(0, i32::from),
-                page_token: page_token.map(|t| t.0.clone()).unwrap_or_default(),
-                ..pb::ListChainsRequest::default()
-            })))
+            .call(
+                rpc.list_chains(
+                    self.request(pb::ListChainsRequest {
+                        status: q
+                            .status
+                            .map_or(pb::ChainStatus::Unspecified, status_to_wire)
+                            as i32,
+                        page_size: q.page_size.map_or(0, i32::from),
+                        page_token: q
+                            .page_token
+                            .as_ref()
+                            .map(|t| t.0.clone())
+                            .unwrap_or_default(),
+                        sort: if q.by_deadline {
+                            pb::ChainSort::Deadline
+                        } else {
+                            pb::ChainSort::Coi
+                        } as i32,
+                        site_id: q.site.as_ref().map(ToString::to_string).unwrap_or_default(),
+                        needs_action: q.needs_action,
+                        live_only: q.live_only,
+                    }),
+                ),
+            )
             .await?;
         let chains = answer
             .chains
@@ -908,6 +996,110 @@ impl Client {
             chains,
             next_page_token: PageToken::new(answer.next_page_token),
         })
+    }
+
+    /// The node's open alerts, most urgent first, and with `include_cleared` the recently
+    /// cleared ones after them.
+    ///
+    /// # Errors
+    /// The call's error; [`Error::BadResponse`].
+    pub async fn alerts(&self, include_cleared: bool) -> Result<Vec<AlertItem>, Error> {
+        let mut rpc = self.rpc.clone();
+        let answer = self
+            .call(rpc.list_alerts(self.request(pb::ListAlertsRequest {
+                include_cleared,
+                ..pb::ListAlertsRequest::default()
+            })))
+            .await?;
+        answer
+            .alerts
+            .iter()
+            .enumerate()
+            .map(|(i, a)| alert_from_wire(&format!("alerts[{i}]"), a))
+            .collect()
+    }
+
+    /// The open alerts as a snapshot, then each raise and clear (a new snapshot after the
+    /// watcher fell behind).
+    ///
+    /// # Errors
+    /// The call's error when the stream cannot be opened; items carry later errors.
+    pub async fn watch_alerts(
+        &self,
+    ) -> Result<impl Stream<Item = Result<AlertUpdate, Error>> + Send + Unpin + 'static, Error>
+    {
+        let mut rpc = self.rpc.clone();
+        let stream = self
+            .call(rpc.watch_alerts(self.stream_request(pb::WatchAlertsRequest::default())))
+            .await?;
+        let endpoint = self.endpoint.clone();
+        let after = self.cfg.call_timeout;
+        Ok(stream.map(move |item| {
+            let item = item.map_err(|s| Error::from_status(&endpoint, after, &s))?;
+            if item.is_snapshot {
+                return Ok(AlertUpdate::Snapshot(
+                    item.snapshot
+                        .iter()
+                        .enumerate()
+                        .map(|(i, a)| alert_from_wire(&format!("snapshot[{i}]"), a))
+                        .collect::<Result<_, _>>()?,
+                ));
+            }
+            let change = item
+                .change
+                .as_ref()
+                .ok_or_else(|| bad_field("change", "is missing"))?;
+            Ok(AlertUpdate::Change(alert_from_wire("change", change)?))
+        }))
+    }
+
+    /// Every event the node stores, in store order, after position `from_position`, then
+    /// each new one. Positions only grow; an item that goes backwards is an error.
+    ///
+    /// # Errors
+    /// The call's error when the stream cannot be opened; items carry later errors.
+    pub async fn subscribe(
+        &self,
+        from_position: u64,
+        sites: &[SiteId],
+        kinds: &[String],
+        cois: &[Coi],
+    ) -> Result<impl Stream<Item = Result<Subscribed, Error>> + Send + Unpin + 'static, Error> {
+        let mut rpc = self.rpc.clone();
+        let stream = self
+            .call(rpc.subscribe(self.stream_request(pb::SubscribeRequest {
+                from_position,
+                site_ids: sites.iter().map(ToString::to_string).collect(),
+                kinds: kinds.to_vec(),
+                cois: cois.iter().map(ToString::to_string).collect(),
+            })))
+            .await?;
+        let endpoint = self.endpoint.clone();
+        let after = self.cfg.call_timeout;
+        let mut last = from_position;
+        Ok(stream.map(move |item| {
+            let item = item.map_err(|s| Error::from_status(&endpoint, after, &s))?;
+            let moved = if item.event.is_some() {
+                item.position > last
+            } else {
+                item.position >= last
+            };
+            if !moved {
+                return Err(bad_field(
+                    "position",
+                    format!("{} after {last}: positions only grow", item.position),
+                ));
+            }
+            last = item.position;
+            Ok(Subscribed {
+                position: item.position,
+                event: item
+                    .event
+                    .as_ref()
+                    .map(|e| event_from_wire("event", e))
+                    .transpose()?,
+            })
+        }))
     }
 
     /// Describes the node: network, sites it signs for, feed heads, version.
@@ -1028,6 +1220,69 @@ fn summary_from_wire(field: &str, c: &pb::ChainSummary) -> Result<ChainSummary, 
             c.last_event_time.as_ref(),
         )?,
         n_flagged_units: c.flagged_unit_count,
+        n_open_alerts: c.open_alert_count,
+        places: c
+            .places
+            .iter()
+            .enumerate()
+            .map(|(i, p)| place_from_wire(&format!("{field}.places[{i}]"), p))
+            .collect::<Result<_, _>>()?,
+    })
+}
+
+fn place_from_wire(field: &str, p: &pb::UnitPlace) -> Result<UnitPlace, Error> {
+    let opt_site = |name: &str, s: &str| {
+        (!s.is_empty())
+            .then(|| site_id(&format!("{field}.{name}"), s))
+            .transpose()
+    };
+    let transit = match (
+        opt_site("from_site_id", &p.from_site_id)?,
+        opt_site("to_site_id", &p.to_site_id)?,
+    ) {
+        (Some(from), Some(to)) => Some((
+            from,
+            to,
+            optional_time(
+                &format!("{field}.in_transit_since"),
+                p.in_transit_since.as_ref(),
+            )?
+            .ok_or_else(|| bad_field(format!("{field}.in_transit_since"), "is missing"))?,
+        )),
+        _ => None,
+    };
+    Ok(UnitPlace {
+        unit: p.unit_id.clone(),
+        site: opt_site("site_id", &p.site_id)?,
+        location: (!p.location.is_empty()).then(|| p.location.clone()),
+        transit,
+        stability_deadline: optional_time(
+            &format!("{field}.stability_deadline"),
+            p.stability_deadline.as_ref(),
+        )?,
+    })
+}
+
+fn alert_from_wire(field: &str, a: &pb::Alert) -> Result<AlertItem, Error> {
+    Ok(AlertItem {
+        kind: a.kind.clone(),
+        critical: a.severity == pb::AlertSeverity::Critical as i32,
+        coi: (!a.coi.is_empty())
+            .then(|| Coi::parse(&a.coi))
+            .transpose()
+            .map_err(|e| bad_field(format!("{field}.coi"), e.to_string()))?,
+        unit: (!a.unit_id.is_empty()).then(|| a.unit_id.clone()),
+        site: (!a.site_id.is_empty())
+            .then(|| site_id(&format!("{field}.site_id"), &a.site_id))
+            .transpose()?,
+        event: (!a.event_id.is_empty())
+            .then(|| EventId::from_hex(&a.event_id))
+            .transpose()
+            .map_err(|e| bad_field(format!("{field}.event_id"), e.to_string()))?,
+        message: a.message.clone(),
+        since: optional_time(&format!("{field}.since_time"), a.since_time.as_ref())?,
+        raised: optional_time(&format!("{field}.raised_time"), a.raised_time.as_ref())?,
+        cleared: optional_time(&format!("{field}.cleared_time"), a.cleared_time.as_ref())?,
     })
 }
 

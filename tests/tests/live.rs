@@ -706,3 +706,123 @@ async fn subscribe_resumes_after_sigkill_with_every_event_exactly_once() {
     );
     node.stop().expect("stop");
 }
+
+/// Runs the `ledger` CLI against `node` with `token`.
+fn ledger_cli(node: &Node, token_file: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(tests::bin("ledger").expect("ledger binary"))
+        .args(args)
+        .args(["--node", &node.addr])
+        .arg("--token-file")
+        .arg(token_file)
+        .env_remove("LEDGER_NODE")
+        .env_remove("LEDGER_TOKEN")
+        .output()
+        .expect("run ledger")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_marks_an_overdue_unit_and_says_what_each_event_recorded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = start_node(dir.path());
+    let clinic = node.token("clinic-a").expect("token");
+    let mut api = Api::connect(&node).await;
+    let t = now_s();
+    let coi = "CHA999926ABC151";
+    // Collected three hours ago with a deadline an hour ago: live and overdue now.
+    api.append(
+        (&clinic, "clinic-a"),
+        "o-1",
+        coi,
+        t - 3 * 3600,
+        P,
+        collection("APH-1", t - 3600),
+    )
+    .await;
+    api.append(
+        (&clinic, "clinic-a"),
+        "o-2",
+        coi,
+        t - 2 * 3600,
+        P,
+        pb::event_body::Kind::Pack(pb::Pack {
+            shipper_id: "SHP-7".into(),
+            unit_ids: vec!["APH-1".into()],
+            seal: "SEAL-77".into(),
+        }),
+    )
+    .await;
+    let auditor = node.token_dir().join("auditor.token");
+    // The alert is judged within a tick of the append.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let alerts = loop {
+        let out = ledger_cli(&node, &auditor, &["alerts"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if text.contains("deadline_overdue") || std::time::Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(alerts.starts_with("1 open alerts\n"), "{alerts}");
+    assert!(alerts.contains("CRITICAL"), "{alerts}");
+    assert!(alerts.contains("deadline_overdue"), "{alerts}");
+
+    let out = ledger_cli(
+        &node,
+        &auditor,
+        &["chains", "--sort", "deadline", "--live", "--needs-action"],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.starts_with("1 chains\n"), "{text}");
+    assert!(text.contains("OVERDUE 1h"), "{text}");
+    let out = ledger_cli(
+        &node,
+        &auditor,
+        &["chains", "--sort", "deadline", "--output", "json"],
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let place = &doc["chains"][0]["places"][0];
+    assert_eq!(place["unit"], "APH-1");
+    assert_eq!(place["site"], "clinic-a");
+    assert_eq!(doc["chains"][0]["n_open_alerts"], 1);
+
+    let out = ledger_cli(&node, &auditor, &["chain", coi, "--output", "json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("units APH-1 into shipper SHP-7, seal SEAL-77"),
+        "{text}"
+    );
+
+    let out = ledger_cli(&node, &auditor, &["chains", "--sort", "urgency"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = ledger_cli(&node, &auditor, &["subscribe", "--kind", "shipment"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("kinds[0]: \"shipment\" is not a body kind"),
+        "{err}"
+    );
+}

@@ -156,6 +156,13 @@ fn parse_time(text: &str) -> Result<ledger_core::Timestamp, String> {
         .ok_or_else(|| "expected an RFC 3339 UTC time like 2026-03-02T08:00:00Z".to_owned())
 }
 
+/// How `ledger chains` sorts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ChainSortArg {
+    Coi,
+    Deadline,
+}
+
 fn parse_status(text: &str) -> Result<Status, String> {
     Status::parse(text).ok_or_else(|| {
         "expected one of: empty, collected, in_transit, in_manufacturing, awaiting_qc, \
@@ -245,6 +252,55 @@ enum Command {
         /// Continue from a previous page.
         #[arg(long, value_name = "TOKEN")]
         page_token: Option<String>,
+        /// `deadline`: most urgent first (overdue, then least time left); `coi`: by COI.
+        #[arg(long, value_enum, default_value = "coi")]
+        sort: ChainSortArg,
+        /// Only chains with a live unit held by this site, or in transit to or from it.
+        #[arg(long, value_name = "SITE", value_parser = parse_site)]
+        site: Option<ledger_core::SiteId>,
+        /// Only chains with an open alert or finding.
+        #[arg(long)]
+        needs_action: bool,
+        /// Only chains with a live unit (not administered, consumed or destroyed).
+        #[arg(long)]
+        live: bool,
+        #[command(flatten)]
+        node: NodeArgs,
+        #[command(flatten)]
+        token: TokenArgs,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// List the node's open alerts, most urgent first; `--watch` then prints each raise and
+    /// clear as it happens (Ctrl-C ends).
+    Alerts {
+        #[arg(long)]
+        watch: bool,
+        /// Also the alerts cleared recently.
+        #[arg(long, conflicts_with = "watch")]
+        all: bool,
+        #[command(flatten)]
+        node: NodeArgs,
+        #[command(flatten)]
+        token: TokenArgs,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// Print every event the node stores, across all chains, in store order, then each new
+    /// one (Ctrl-C ends). Resume with `--from` the last position printed.
+    Subscribe {
+        /// Start after this store position.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        from: u64,
+        /// Only events authored by these sites.
+        #[arg(long = "site", value_name = "SITE", value_parser = parse_site)]
+        sites: Vec<ledger_core::SiteId>,
+        /// Only events of these body kinds (collection, dispatch, receipt, ...).
+        #[arg(long = "kind", value_name = "KIND")]
+        kinds: Vec<String>,
+        /// Only events of these chains.
+        #[arg(long = "coi", value_name = "COI", value_parser = parse_coi)]
+        cois: Vec<Coi>,
         #[command(flatten)]
         node: NodeArgs,
         #[command(flatten)]
@@ -554,6 +610,8 @@ fn wants_json(command: &Command) -> bool {
         | Command::Export { output, .. }
         | Command::Watch { output, .. }
         | Command::Chains { output, .. }
+        | Command::Alerts { output, .. }
+        | Command::Subscribe { output, .. }
         | Command::NodeInfo { output, .. }
         | Command::Replay { output, .. }
         | Command::VerifyBundle { output, .. }
@@ -609,11 +667,42 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
             status,
             page_size,
             page_token,
+            sort,
+            site,
+            needs_action,
+            live,
             node,
             token,
             output,
-        } => remote::block_on(remote::chains(
-            status, page_size, page_token, &node, &token, output,
+        } => {
+            let query = crate::client::ChainsQuery {
+                status,
+                page_size,
+                page_token: page_token.and_then(crate::client::PageToken::new),
+                by_deadline: sort == ChainSortArg::Deadline,
+                site,
+                needs_action,
+                live_only: live,
+            };
+            remote::block_on(remote::chains(query, &node, &token, output))
+        }
+        Command::Alerts {
+            watch,
+            all,
+            node,
+            token,
+            output,
+        } => remote::block_on(remote::alerts(watch, all, &node, &token, output)),
+        Command::Subscribe {
+            from,
+            sites,
+            kinds,
+            cois,
+            node,
+            token,
+            output,
+        } => remote::block_on(remote::subscribe(
+            from, &sites, &kinds, &cois, &node, &token, output,
         )),
         Command::NodeInfo {
             node,
@@ -867,6 +956,10 @@ mod tests {
                         50,
                     ),
                     page_token: None,
+                    sort: Coi,
+                    site: None,
+                    needs_action: false,
+                    live: false,
                     node: NodeArgs {
                         node: "http://127.0.0.1:50051",
                         timeout: 30,

@@ -7,8 +7,8 @@ use super::replace_file::Replacement;
 use super::replay::{Replay, ReplayError};
 use super::step_file::{append_request, parse_step_file};
 use super::{out, read_text, render, unreadable, NodeArgs, Output, TokenArgs};
-use crate::client::{Client, ClientConfig, PageToken};
-use ledger_core::{Coi, Millis, Status, Timestamp};
+use crate::client::{AlertUpdate, ChainsQuery, Client, ClientConfig, Watched};
+use ledger_core::{Coi, Millis, SiteId, Timestamp};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::Path;
@@ -204,23 +204,103 @@ pub(super) async fn watch(
 }
 
 pub(super) async fn chains(
-    status: Option<Status>,
-    page_size: Option<u16>,
-    page_token: Option<String>,
+    query: ChainsQuery,
     node: &NodeArgs,
     token: &TokenArgs,
     output: Output,
 ) -> Result<ExitCode, CliError> {
     let client = connect(node, token).await?;
-    let page_token = page_token.and_then(PageToken::new);
-    let page = client
-        .chains(status, page_size, page_token.as_ref())
-        .await?;
+    let page = client.worklist(&query).await?;
     match output {
         Output::Json => print_json(render::chains_json(&page)),
-        Output::Text => out::print(render::chains_text(&page, status, page_size)),
+        Output::Text => out::print(render::chains_text(&page, &query, now())),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// This machine's clock, for "time left" columns.
+fn now() -> Timestamp {
+    Timestamp(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .ok()
+            .and_then(|d| i64::try_from(d.as_millis()).ok())
+            .unwrap_or(0),
+    )
+}
+
+pub(super) async fn alerts(
+    watch: bool,
+    include_cleared: bool,
+    node: &NodeArgs,
+    token: &TokenArgs,
+    output: Output,
+) -> Result<ExitCode, CliError> {
+    let client = connect(node, token).await?;
+    if !watch {
+        let alerts = client.alerts(include_cleared).await?;
+        match output {
+            Output::Json => print_json(render::alerts_json(&alerts)),
+            Output::Text => out::print(render::alerts_text(&alerts)),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut updates = client.watch_alerts().await?;
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        tokio::select! {
+            _ = &mut ctrl_c => return Ok(ExitCode::SUCCESS),
+            next = updates.next() => match next {
+                None => return Ok(ExitCode::SUCCESS),
+                Some(item) => {
+                    match (item?, output) {
+                        (AlertUpdate::Snapshot(all), Output::Json) => print_json(render::alerts_json(&all)),
+                        (AlertUpdate::Snapshot(all), Output::Text) => out::print(render::alerts_text(&all)),
+                        (AlertUpdate::Change(a), Output::Json) => print_json(render::alert_json(&a).to_string()),
+                        (AlertUpdate::Change(a), Output::Text) => out::println(render::alert_change_text(&a)),
+                    }
+                    if out::closed() {
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                }
+            },
+        }
+    }
+}
+
+pub(super) async fn subscribe(
+    from: u64,
+    sites: &[SiteId],
+    kinds: &[String],
+    cois: &[Coi],
+    node: &NodeArgs,
+    token: &TokenArgs,
+    output: Output,
+) -> Result<ExitCode, CliError> {
+    let client = connect(node, token).await?;
+    let mut events = client.subscribe(from, sites, kinds, cois).await?;
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        tokio::select! {
+            _ = &mut ctrl_c => return Ok(ExitCode::SUCCESS),
+            next = events.next() => match next {
+                None => return Ok(ExitCode::SUCCESS),
+                Some(item) => {
+                    let s = item?;
+                    let Some(e) = &s.event else { continue };
+                    match output {
+                        Output::Json => print_json(render::event_json(e, Some(s.position))),
+                        Output::Text => out::println(render::watched_text(&Watched { position: s.position, event: e.clone() })),
+                    }
+                    if out::closed() {
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                }
+            },
+        }
+    }
 }
 
 pub(super) async fn node_info(

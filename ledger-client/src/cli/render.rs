@@ -2,7 +2,9 @@
 //! or one object per line for streams: `watch`, `replay`).
 
 use super::replay::Replayed;
-use crate::client::{AppendReceipt, ChainsPage, NodeFinding, NodeInfo, Verification, Watched};
+use crate::client::{
+    AlertItem, AppendReceipt, ChainsPage, ChainsQuery, NodeFinding, NodeInfo, Verification, Watched,
+};
 use comfy_table::{presets::UTF8_FULL, ContentArrangement, Table};
 use ledger_core::bundle::{AnchorTrust, BundleReport};
 use ledger_core::{Certificate, Coi, Event, PublicKey, Severity, SiteId, Timestamp, VerdictKind};
@@ -283,6 +285,7 @@ pub fn event_json(e: &Event, position: Option<u64>) -> Value {
         "seq": e.seq().0,
         "coi": e.coi().as_str(),
         "kind": e.body().kind_name(),
+        "summary": body_summary(e.body()),
         "occurred_at": e.occurred_at().to_string(),
         "recorded_at": e.recorded_at().to_string(),
         "operator": signer.operator.as_str(),
@@ -331,6 +334,7 @@ pub fn chain_text(coi: &Coi, events: &[Event]) -> String {
         "site",
         "seq",
         "kind",
+        "what it recorded",
         "occurred",
         "signed by",
     ]);
@@ -341,6 +345,7 @@ pub fn chain_text(coi: &Coi, events: &[Event]) -> String {
             e.author().to_string(),
             e.seq().0.to_string(),
             e.body().kind_name().to_owned(),
+            body_summary(e.body()),
             e.occurred_at().to_string(),
             format!(
                 "{} ({})",
@@ -355,14 +360,246 @@ pub fn chain_text(coi: &Coi, events: &[Event]) -> String {
 pub fn watched_text(w: &Watched) -> String {
     let e = &w.event;
     format!(
-        "{:>5} {} {} seq {} {} at {}",
+        "{:>5} {} {} seq {} {} at {}: {}",
         w.position,
         e.id().short(),
         e.author(),
         e.seq().0,
         e.body().kind_name(),
-        e.occurred_at()
+        e.occurred_at(),
+        body_summary(e.body())
     )
+}
+
+fn celsius(centi: i32) -> String {
+    format!(
+        "{}{}.{:02} °C",
+        if centi < 0 { "-" } else { "" },
+        centi.unsigned_abs() / 100,
+        centi.unsigned_abs() % 100
+    )
+}
+
+fn unit_list(units: &[ledger_core::UnitId]) -> String {
+    units
+        .iter()
+        .map(|u| u.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What an event recorded, in one line: units, shipper, from/to, seal, readings and
+/// excursion, QC decision, approvals. Free text is shown with control characters escaped.
+pub fn body_summary(b: &ledger_core::Body) -> String {
+    use ledger_core::Body;
+    match b {
+        Body::Collection { units, dins } => {
+            let u: Vec<String> = units
+                .iter()
+                .map(|n| {
+                    format!(
+                        "{} (deadline {}, {}..{})",
+                        n.unit,
+                        n.stability_deadline,
+                        celsius(n.temp_min_centi),
+                        celsius(n.temp_max_centi)
+                    )
+                })
+                .collect();
+            let d: Vec<&str> = dins.iter().map(|d| d.as_str()).collect();
+            format!(
+                "units {}{}",
+                u.join(", "),
+                if d.is_empty() {
+                    String::new()
+                } else {
+                    format!("; DIN {}", d.join(", "))
+                }
+            )
+        }
+        Body::LabelVerification { unit, scanned_coi } => {
+            format!("unit {unit}, scanned COI {scanned_coi}")
+        }
+        Body::Pack {
+            shipper,
+            units,
+            seal,
+        } => format!(
+            "units {} into shipper {shipper}, seal {}",
+            unit_list(units),
+            visible(seal)
+        ),
+        Body::Unpack { shipper } => format!("shipper {shipper}"),
+        Body::Dispatch { shipper, to } => format!("shipper {shipper} to {to}"),
+        Body::Receipt {
+            shipper,
+            from,
+            seal_intact,
+            scanned_coi,
+        } => format!(
+            "shipper {shipper} from {from}, seal {}, scanned COI {scanned_coi}",
+            if *seal_intact { "intact" } else { "BROKEN" }
+        ),
+        Body::Store { unit, location } => format!("unit {unit} at {}", visible(location)),
+        Body::Retrieve { unit, location } => format!("unit {unit} from {}", visible(location)),
+        Body::ManufacturingStep { units, .. } => format!("units {}", unit_list(units)),
+        Body::Transformation { inputs, outputs } => {
+            let o: Vec<&str> = outputs.iter().map(|n| n.unit.as_str()).collect();
+            format!("{} -> {}", unit_list(inputs), o.join(", "))
+        }
+        Body::ConditionRecord {
+            units,
+            readings,
+            min_centi,
+            max_centi,
+            excursion,
+        } => format!(
+            "units {}: {} reading(s), {}..{}{}",
+            unit_list(units),
+            readings.len(),
+            celsius(*min_centi),
+            celsius(*max_centi),
+            if *excursion {
+                ", EXCURSION flagged"
+            } else {
+                ""
+            }
+        ),
+        Body::ExcursionDisposition {
+            condition,
+            accepted,
+            reason,
+        } => format!(
+            "{} the excursion of {}: {}",
+            if *accepted { "accepted" } else { "REJECTED" },
+            condition.short(),
+            visible(reason)
+        ),
+        Body::QcHold { units, reason } => format!("HOLD {}: {}", unit_list(units), visible(reason)),
+        Body::QcRelease { units } => format!("RELEASED {}", unit_list(units)),
+        Body::QcReject { units, reason } => {
+            format!("REJECTED {}: {}", unit_list(units), visible(reason))
+        }
+        Body::Administration { unit, scanned_coi } => format!("unit {unit} to COI {scanned_coi}"),
+        Body::Destruction { unit, reason, .. } => format!("unit {unit}: {}", visible(reason)),
+        Body::Reassignment {
+            from_coi,
+            units,
+            approvals,
+            ..
+        } => {
+            let a: Vec<String> = approvals
+                .iter()
+                .map(|a| visible(a.operator.as_str()))
+                .collect();
+            format!(
+                "units {} from chain {from_coi}, approved by {}",
+                units
+                    .iter()
+                    .map(|n| n.unit.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                a.join(", ")
+            )
+        }
+        Body::Correction { target, reason } => {
+            format!("corrects {}: {}", target.short(), visible(reason))
+        }
+        Body::Note { text } => visible(text),
+        Body::Unknown(u) => format!("unknown kind {}", u.kind()),
+    }
+}
+
+pub fn alert_json(a: &AlertItem) -> Value {
+    json!({
+        "kind": a.kind,
+        "severity": if a.critical { "critical" } else { "warning" },
+        "coi": a.coi.as_ref().map(|c| c.as_str()),
+        "unit": a.unit,
+        "site": a.site.as_ref().map(|s| s.as_str()),
+        "event": a.event.map(|e| e.to_hex()),
+        "message": a.message,
+        "since": optional_time(a.since),
+        "raised": optional_time(a.raised),
+        "cleared": optional_time(a.cleared),
+    })
+}
+
+pub fn alerts_json(alerts: &[AlertItem]) -> String {
+    json!({ "alerts": alerts.iter().map(alert_json).collect::<Vec<_>>() }).to_string()
+}
+
+pub fn alerts_text(alerts: &[AlertItem]) -> String {
+    let mut t = table(vec![
+        "severity", "kind", "chain", "unit", "site", "since", "state", "what",
+    ]);
+    for a in alerts {
+        t.add_row(vec![
+            if a.critical { "CRITICAL" } else { "warning" }.to_owned(),
+            a.kind.clone(),
+            a.coi.as_ref().map_or("-".to_owned(), ToString::to_string),
+            a.unit.as_deref().map_or("-".to_owned(), visible),
+            a.site.as_ref().map_or("-".to_owned(), ToString::to_string),
+            a.since.map_or("-".to_owned(), |t| t.to_string()),
+            a.cleared
+                .map_or("open".to_owned(), |t| format!("cleared {t}")),
+            visible(&a.message),
+        ]);
+    }
+    let n_open = alerts.iter().filter(|a| a.cleared.is_none()).count();
+    format!("{n_open} open alerts\n{t}\n")
+}
+
+pub fn alert_change_text(a: &AlertItem) -> String {
+    match a.cleared {
+        Some(t) => format!(
+            "{t} CLEARED {} {}: {}",
+            a.kind,
+            a.coi.as_ref().map_or("-".to_owned(), ToString::to_string),
+            visible(&a.message)
+        ),
+        None => format!(
+            "{} RAISED {} {} {}: {}",
+            a.raised.map_or("-".to_owned(), |t| t.to_string()),
+            if a.critical { "CRITICAL" } else { "warning" },
+            a.kind,
+            a.coi.as_ref().map_or("-".to_owned(), ToString::to_string),
+            visible(&a.message)
+        ),
+    }
+}
+
+/// Where a chain's live units are, in words.
+fn places_text(c: &crate::client::ChainSummary) -> String {
+    let v: Vec<String> = c
+        .places
+        .iter()
+        .map(|p| match (&p.transit, &p.site) {
+            (Some((from, to, since)), _) => format!(
+                "{}: in transit {from} -> {to} since {since}",
+                visible(&p.unit)
+            ),
+            (None, Some(site)) => match &p.location {
+                Some(l) => format!("{}: {site} ({})", visible(&p.unit), visible(l)),
+                None => format!("{}: {site}", visible(&p.unit)),
+            },
+            (None, None) => visible(&p.unit),
+        })
+        .collect();
+    if v.is_empty() {
+        "-".to_owned()
+    } else {
+        v.join("; ")
+    }
+}
+
+/// "OVERDUE 3h 10m" or "4h 20m" until the deadline.
+pub fn time_left_text(deadline: Option<Timestamp>, now: Timestamp) -> String {
+    match deadline {
+        None => "-".to_owned(),
+        Some(d) if d <= now => format!("OVERDUE {}", ledger_core::Millis(now.0 - d.0)),
+        Some(d) => ledger_core::Millis(d.0 - now.0).to_string(),
+    }
 }
 
 fn finding_json(f: &NodeFinding) -> Value {
@@ -426,6 +663,14 @@ pub fn chains_json(page: &ChainsPage) -> String {
                 "n_open_findings": c.n_open_findings,
                 "last_event_at": optional_time(c.last_event_at),
                 "n_flagged_units": c.n_flagged_units,
+                "n_open_alerts": c.n_open_alerts,
+                "places": c.places.iter().map(|p| json!({
+                    "unit": p.unit,
+                    "site": p.site.as_ref().map(|s| s.as_str()),
+                    "location": p.location,
+                    "in_transit": p.transit.as_ref().map(|(f, t, since)| json!({"from": f.as_str(), "to": t.as_str(), "since": since.to_string()})),
+                    "stability_deadline": optional_time(p.stability_deadline),
+                })).collect::<Vec<_>>(),
             })
         })
         .collect();
@@ -439,43 +684,54 @@ pub fn chains_json(page: &ChainsPage) -> String {
 /// `status` and `page_size` are the options the page was asked with: the command that
 /// fetches the next page repeats them, or it would list other chains in pages of another
 /// size.
-pub fn chains_text(
-    page: &ChainsPage,
-    status: Option<ledger_core::Status>,
-    page_size: Option<u16>,
-) -> String {
+pub fn chains_text(page: &ChainsPage, query: &ChainsQuery, now: Timestamp) -> String {
     let mut t = table(vec![
         "chain",
         "status",
-        "custodians",
+        "where",
         "next deadline",
-        "events",
+        "time left",
+        "alerts",
         "findings",
-        "flagged units",
+        "events",
         "last event",
     ]);
     let time = |t: Option<ledger_core::Timestamp>| t.map_or("-".to_owned(), |t| t.to_string());
     for c in &page.chains {
-        let custodians: Vec<&str> = c.custodians.iter().map(|s| s.as_str()).collect();
         t.add_row(vec![
             c.coi.to_string(),
             c.status.as_str().to_owned(),
-            custodians.join(", "),
+            places_text(c),
             time(c.next_stability_deadline),
-            c.n_events.to_string(),
+            time_left_text(c.next_stability_deadline, now),
+            c.n_open_alerts.to_string(),
             c.n_open_findings.to_string(),
-            c.n_flagged_units.to_string(),
+            c.n_events.to_string(),
             time(c.last_event_at),
         ]);
     }
     let mut out = format!("{} chains\n{t}\n", page.chains.len());
     if let Some(token) = &page.next_page_token {
+        // The command for the next page repeats every option, or it would list other
+        // chains (or refuse the token of another sort).
         out.push_str("more: ledger chains");
-        if let Some(status) = status {
+        if let Some(status) = query.status {
             out.push_str(&format!(" --status {}", status.as_str()));
         }
-        if let Some(page_size) = page_size {
+        if let Some(page_size) = query.page_size {
             out.push_str(&format!(" --page-size {page_size}"));
+        }
+        if query.by_deadline {
+            out.push_str(" --sort deadline");
+        }
+        if let Some(site) = &query.site {
+            out.push_str(&format!(" --site {site}"));
+        }
+        if query.needs_action {
+            out.push_str(" --needs-action");
+        }
+        if query.live_only {
+            out.push_str(" --live");
         }
         out.push_str(&format!(" --page-token {}\n", token.as_str()));
     }
