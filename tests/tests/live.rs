@@ -826,3 +826,64 @@ async fn the_cli_marks_an_overdue_unit_and_says_what_each_event_recorded() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ledger_alerts_watch_prints_a_raise_as_it_happens() {
+    use std::io::BufRead as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = start_node(dir.path());
+    let clinic = node.token("clinic-a").expect("token");
+    let mut child = std::process::Command::new(tests::bin("ledger").expect("ledger binary"))
+        .args(["alerts", "--watch", "--node", &node.addr])
+        .arg("--token-file")
+        .arg(node.token_dir().join("auditor.token"))
+        .env_remove("LEDGER_NODE")
+        .env_remove("LEDGER_TOKEN")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn ledger alerts --watch");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // The snapshot comes first: no alert open.
+    let first = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the snapshot's first line");
+    assert_eq!(first, "0 open alerts");
+    let mut api = Api::connect(&node).await;
+    let t = now_s();
+    api.append(
+        (&clinic, "clinic-a"),
+        "w-1",
+        "CHA999926ABC161",
+        t - 60,
+        P,
+        collection("APH-1", t + 60),
+    )
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let raised = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .expect("a RAISED line within 10 s of the append");
+        if line.contains(" RAISED ") {
+            break line;
+        }
+    };
+    assert!(
+        raised.contains("RAISED CRITICAL deadline_imminent CHA999926ABC161: unit APH-1"),
+        "{raised}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
