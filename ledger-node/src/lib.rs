@@ -247,6 +247,7 @@ pub async fn run(
         shutdown.clone(),
     );
     let heard = Arc::new(alerts::Heard::default());
+    let board = Arc::new(alerts::Board::new());
     let replication = match &cfg.nats {
         Some(nats) => {
             // Silence is counted from the start for every site this node does not sign for.
@@ -262,6 +263,7 @@ pub async fn run(
                 pipeline.clone(),
                 cfg.store_dir(),
                 heard.clone(),
+                board.clone(),
                 shutdown.clone(),
             )
             .await?
@@ -307,7 +309,6 @@ pub async fn run(
         }
     }
 
-    let board = Arc::new(alerts::Board::new());
     tokio::spawn(alerts::run(
         board.clone(),
         pipeline.clone(),

@@ -105,6 +105,17 @@ impl Subjects {
         format!("{}.repair.{}", self.prefix, token(site))
     }
 
+    /// Alert raises and clears about a site, as JSON, for hospital and MES systems (core
+    /// NATS, not kept in the stream).
+    pub fn alerts(&self, site: &SiteId) -> String {
+        format!("{}.alerts.{}", self.prefix, token(site))
+    }
+
+    /// Alerts about no one site (a broken chain).
+    pub fn network_alerts(&self) -> String {
+        format!("{}.network-alerts", self.prefix)
+    }
+
     /// Liveness: each node's latest signed checkpoint of each of its feeds, published
     /// every checkpoint interval on core NATS (not kept in the stream).
     pub fn heartbeat(&self, site: &SiteId) -> String {
@@ -248,6 +259,7 @@ pub async fn start(
     pipeline: Pipeline,
     store_dir: PathBuf,
     heard: Arc<crate::alerts::Heard>,
+    board: Arc<crate::alerts::Board>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Vec<JoinHandle<()>>> {
     let reset_consumer = pipeline.store().n_events() == 0 || store_dir.join(RESYNC_MARKER).exists();
@@ -299,6 +311,7 @@ pub async fn start(
         tokio::spawn(shared.clone().checkpoint_loop()),
         tokio::spawn(shared.clone().learn_feeds()),
         tokio::spawn(shared.clone().hear_heartbeats()),
+        tokio::spawn(shared.clone().publish_alerts(board)),
     ];
     Ok(tasks)
 }
@@ -1028,6 +1041,47 @@ impl Shared {
                         .increment(1);
                 }
             }
+        }
+    }
+
+    /// Publishes every alert this node raises or clears on its site's subject. Best effort
+    /// (core NATS): a subscriber that must miss nothing reads `WatchAlerts`.
+    async fn publish_alerts(self: Arc<Self>, board: Arc<crate::alerts::Board>) {
+        let (_, mut changes) = board.watch();
+        loop {
+            let held = tokio::select! {
+                () = self.shutdown.cancelled() => return,
+                msg = changes.recv() => match msg {
+                    Ok(h) => h,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "alerts published on NATS fell behind; {n} changes not published");
+                        continue;
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                },
+            };
+            let k = &held.alert.key;
+            let subject = match &k.site {
+                Some(site) => self.subjects.alerts(site),
+                None => self.subjects.network_alerts(),
+            };
+            let doc = serde_json::json!({
+                "kind": k.kind.as_str(),
+                "severity": k.kind.severity().as_str(),
+                "state": if held.cleared.is_some() { "cleared" } else { "raised" },
+                "coi": k.coi.as_ref().map(ToString::to_string),
+                "unit": k.unit.as_ref().map(ToString::to_string),
+                "site": k.site.as_ref().map(ToString::to_string),
+                "event": k.event.map(|e| e.to_hex()),
+                "message": held.alert.message,
+                "since": held.alert.since.to_string(),
+                "raised": held.raised.to_string(),
+                "cleared": held.cleared.map(|t| t.to_string()),
+            });
+            let _ = self
+                .client
+                .publish(subject, Bytes::from(doc.to_string()))
+                .await;
         }
     }
 

@@ -887,3 +887,47 @@ async fn ledger_alerts_watch_prints_a_raise_as_it_happens() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_replication_each_alert_is_published_on_its_sites_nats_subject() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nats = tests::nats::NatsServer::start().expect("nats-server starts");
+    let url = nats.url();
+    let client = async_nats::connect(&url).await.expect("nats connects");
+    let mut sub = client
+        .subscribe("ledger.v1.dev-net.alerts.clinic-a")
+        .await
+        .expect("subscribe");
+    let cfg = dir.path().join("node.toml");
+    std::fs::write(&cfg, "[alerts]\ndeadline_imminent_ms = 300000\n").expect("config");
+    let node = Node::start(
+        &dir.path().join("data"),
+        &["--config", cfg.to_str().expect("utf-8"), "--nats-url", &url],
+    )
+    .expect("node starts");
+    // A new store signs for a site only once it learned the site's feed from the network.
+    node.wait_for_log("learned site clinic-a's feed", Duration::from_secs(20))
+        .expect("the node learns its feed from NATS");
+    let clinic = node.token("clinic-a").expect("token");
+    let mut api = Api::connect(&node).await;
+    let t = now_s();
+    api.append(
+        (&clinic, "clinic-a"),
+        "n-1",
+        "CHA999926ABC171",
+        t - 60,
+        P,
+        collection("APH-1", t + 120),
+    )
+    .await;
+    let msg = tokio::time::timeout(Duration::from_secs(10), sub.next())
+        .await
+        .expect("an alert on the site's subject within 10 s")
+        .expect("subscription open");
+    let doc: serde_json::Value = serde_json::from_slice(&msg.payload).expect("json");
+    assert_eq!(doc["kind"], "deadline_imminent");
+    assert_eq!(doc["state"], "raised");
+    assert_eq!(doc["coi"], "CHA999926ABC171");
+    assert_eq!(doc["unit"], "APH-1");
+    assert_eq!(doc["site"], "clinic-a");
+}
