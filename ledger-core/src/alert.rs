@@ -187,11 +187,7 @@ pub fn chain_alerts(
             continue;
         }
         let deadline = u.stability_deadline;
-        let holder = match &u.custody {
-            Custody::Held { site } => Some(site),
-            Custody::InTransit { to, .. } => Some(to),
-            _ => None,
-        };
+        let holder = answerable(&u.custody);
         if now >= deadline {
             out.push(Alert {
                 key: key(AlertKind::DeadlineOverdue, Some(&u.unit), holder, None),
@@ -256,11 +252,7 @@ pub fn chain_alerts(
             continue;
         }
         for unit in &x.units {
-            let holder = p.unit(unit).and_then(|u| match &u.custody {
-                Custody::Held { site } => Some(site),
-                Custody::InTransit { to, .. } => Some(to),
-                _ => None,
-            });
+            let holder = p.unit(unit).and_then(|u| answerable(&u.custody));
             out.push(Alert {
                 key: key(AlertKind::ExcursionUndisposed, Some(unit), holder, Some(x.condition)),
                 since: due,
@@ -295,6 +287,16 @@ pub fn chain_alerts(
     out.sort_by(|a, b| a.key.cmp(&b.key));
     out.dedup_by(|a, b| a.key == b.key);
     out
+}
+
+/// The site an alert about a live unit goes to: its holder, or the site it is on its way
+/// to (the one that must receive it).
+fn answerable(custody: &Custody) -> Option<&SiteId> {
+    match custody {
+        Custody::Held { site } => Some(site),
+        Custody::InTransit { to, .. } => Some(to),
+        _ => None,
+    }
 }
 
 /// Where a live unit is, for messages.
@@ -421,12 +423,6 @@ pub fn diff<'a>(before: &'a [Alert], after: &'a [Alert]) -> (Vec<&'a Alert>, Vec
         .filter(|a| !new.contains_key(&a.key))
         .collect();
     (raised, cleared)
-}
-
-/// Time left before a chain's next stability deadline at `now` (negative when overdue);
-/// `None` when no unit is live. Worklists sort on it: overdue first, then least time left.
-pub fn time_left(p: &Projection, now: Timestamp) -> Option<Millis> {
-    p.next_deadline().map(|d| Millis(d.0 - now.0))
 }
 
 #[cfg(test)]

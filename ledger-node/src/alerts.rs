@@ -31,6 +31,8 @@ pub const TICK: Duration = Duration::from_millis(200);
 pub const CLEARED_KEPT: usize = 1000;
 /// Changes a watcher may fall behind before it is sent a snapshot again.
 pub const CHANGES_CAPACITY: usize = 4096;
+/// Sites (forks, silence) are judged again at least this often.
+const SITE_JUDGEMENT_EVERY: Duration = Duration::from_secs(1);
 /// Chains judged under one hold of the ledger lock.
 const JUDGE_CHUNK: usize = 512;
 
@@ -92,27 +94,12 @@ impl Board {
 
     /// Every open alert, most urgent first.
     pub fn open(&self) -> Vec<Held> {
-        let state = self.lock();
-        let mut all: Vec<Held> = state
-            .by_chain
-            .values()
-            .flatten()
-            .chain(state.sites.iter())
-            .cloned()
-            .collect();
-        drop(state);
-        all.sort_by(|a, b| (a.urgency(), &a.alert.key).cmp(&(b.urgency(), &b.alert.key)));
-        all
+        open_in(&self.lock())
     }
 
     /// The alerts cleared most recently, newest first.
     pub fn cleared(&self) -> Vec<Held> {
         self.lock().cleared.iter().rev().cloned().collect()
-    }
-
-    /// The open alerts of one chain.
-    pub fn chain(&self, coi: &Coi) -> Vec<Held> {
-        self.lock().by_chain.get(coi).cloned().unwrap_or_default()
     }
 
     /// Open alerts per chain (for worklists).
@@ -127,10 +114,10 @@ impl Board {
     /// The open alerts and a receiver of every change after them, taken together so that
     /// nothing falls between the two.
     pub fn watch(&self) -> (Vec<Held>, broadcast::Receiver<Arc<Held>>) {
+        // Changes are sent under the lock (see `replace`): a receiver made under it sees
+        // exactly the changes after this snapshot.
         let state = self.lock();
-        let rx = self.changes.subscribe();
-        drop(state);
-        (self.open(), rx)
+        (open_in(&state), self.changes.subscribe())
     }
 
     /// Replaces what is held for `coi` (or, with `None`, for the sites) by `judged`.
@@ -211,6 +198,19 @@ impl Board {
     }
 }
 
+/// Every open alert in `state`, most urgent first.
+fn open_in(state: &State) -> Vec<Held> {
+    let mut all: Vec<Held> = state
+        .by_chain
+        .values()
+        .flatten()
+        .chain(state.sites.iter())
+        .cloned()
+        .collect();
+    all.sort_by(|a, b| (a.urgency(), &a.alert.key).cmp(&(b.urgency(), &b.alert.key)));
+    all
+}
+
 /// When each remote site was last heard from (anything received by replication), and the
 /// forks this node has proof of.
 #[derive(Debug, Default)]
@@ -258,7 +258,7 @@ pub async fn run(
     let mut due: BTreeSet<(Timestamp, Coi)> = BTreeSet::new();
     let mut due_of: HashMap<Coi, Timestamp> = HashMap::new();
     let mut forks_seen: BTreeMap<(SiteId, u64), Timestamp> = BTreeMap::new();
-    let mut site_due: Option<Timestamp> = Some(Timestamp(i64::MIN));
+    let mut last_site_judgement: Option<std::time::Instant> = None;
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -293,10 +293,12 @@ pub async fn run(
                 }
             }
         }
-        // Forks and silent sites: cheap, judged whenever something changed or fell due.
+        // Forks and silent sites: cheap, judged on a new fork and at least once a second
+        // (heard times move without a commit: heartbeats).
         let forks: Vec<(SiteId, u64)> = pipeline.ledger().forks().keys().cloned().collect();
         let new_fork = forks.iter().any(|k| !forks_seen.contains_key(k));
-        if new_fork || site_due.is_some_and(|t| t <= at) {
+        if new_fork || last_site_judgement.is_none_or(|t| t.elapsed() >= SITE_JUDGEMENT_EVERY) {
+            last_site_judgement = Some(std::time::Instant::now());
             for k in forks {
                 forks_seen.entry(k).or_insert(at);
             }
@@ -308,9 +310,11 @@ pub async fn run(
                     at: *t,
                 })
                 .collect();
-            let heard_at = heard.snapshot();
-            board.replace(None, alert::site_alerts(&seen, &heard_at, at, &policy), at);
-            site_due = alert::next_site_change(&heard_at, at, &policy);
+            board.replace(
+                None,
+                alert::site_alerts(&seen, &heard.snapshot(), at, &policy),
+                at,
+            );
         }
         tokio::select! {
             () = shutdown.cancelled() => return,
@@ -342,10 +346,6 @@ pub async fn run(
                     due.remove(&(t, coi.clone()));
                     due_of.remove(&coi);
                     dirty.insert(coi);
-                }
-                // Heard times move without a commit (checkpoints): look again each second.
-                if site_due.is_none_or(|t| t > at.plus(ledger_core::Millis(1000))) {
-                    site_due = Some(at.plus(ledger_core::Millis(1000)));
                 }
             }
         }

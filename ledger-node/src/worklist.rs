@@ -7,7 +7,7 @@
 //! and deadlines come from ledger-core's fold.
 
 use crate::ledger::Ledger;
-use ledger_core::{Coi, Custody, Finding, SiteId, Status, Timestamp};
+use ledger_core::{Coi, Custody, SiteId, Status, Timestamp};
 use std::collections::HashMap;
 
 /// Where one live unit is.
@@ -41,7 +41,7 @@ pub struct Row {
     pub units: Vec<UnitRow>,
     pub next_deadline: Option<Timestamp>,
     pub n_events: u64,
-    pub findings: Vec<Finding>,
+    pub n_findings: usize,
     pub last_event_at: Timestamp,
     pub n_flagged: usize,
     pub n_alerts: usize,
@@ -49,7 +49,7 @@ pub struct Row {
 
 impl Row {
     pub fn needs_action(&self) -> bool {
-        self.n_alerts > 0 || !self.findings.is_empty()
+        self.n_alerts > 0 || self.n_findings > 0
     }
 
     /// Sites holding a live unit now.
@@ -181,7 +181,7 @@ pub fn row(ledger: &Ledger, coi: &Coi, n_alerts: usize) -> Option<Row> {
         units,
         next_deadline: p.next_deadline(),
         n_events: chain.committed,
-        findings: chain.findings.clone(),
+        n_findings: chain.findings.len(),
         last_event_at: chain.last_event_at,
         n_flagged,
         n_alerts,

@@ -84,6 +84,24 @@ impl Api {
             .expect("receipt")
     }
 
+    /// Opens WatchAlerts on a node with no open alert: the first message must be the
+    /// snapshot, and empty.
+    async fn watch_alerts_from_empty(
+        &mut self,
+        token: &str,
+    ) -> tonic::Streaming<pb::WatchAlertsResponse> {
+        let mut watch = self
+            .client
+            .watch_alerts(with_token(pb::WatchAlertsRequest::default(), token))
+            .await
+            .expect("WatchAlerts")
+            .into_inner();
+        let first = watch.next().await.expect("a message").expect("ok");
+        assert!(first.is_snapshot);
+        assert!(first.snapshot.is_empty(), "{:?}", first.snapshot);
+        watch
+    }
+
     async fn alerts(&mut self, token: &str, include_cleared: bool) -> Vec<pb::Alert> {
         self.client
             .list_alerts(with_token(
@@ -156,15 +174,7 @@ async fn a_deadline_crossing_raises_overdue_within_a_second_and_destruction_clea
     let clinic = node.token("clinic-a").expect("token");
     let auditor = node.token("auditor").expect("token");
     let mut api = Api::connect(&node).await;
-    let mut watch = api
-        .client
-        .watch_alerts(with_token(pb::WatchAlertsRequest::default(), &auditor))
-        .await
-        .expect("WatchAlerts")
-        .into_inner();
-    let first = watch.next().await.expect("a message").expect("ok");
-    assert!(first.is_snapshot);
-    assert!(first.snapshot.is_empty(), "{:?}", first.snapshot);
+    let mut watch = api.watch_alerts_from_empty(&auditor).await;
 
     let coi = "CHA999926ABC123";
     let t = now_s();
@@ -252,13 +262,7 @@ async fn transit_excursion_and_break_alerts_raise_and_clear() {
     let mfg = node.token("mfg-1").expect("token");
     let auditor = node.token("auditor").expect("token");
     let mut api = Api::connect(&node).await;
-    let mut watch = api
-        .client
-        .watch_alerts(with_token(pb::WatchAlertsRequest::default(), &auditor))
-        .await
-        .expect("WatchAlerts")
-        .into_inner();
-    watch.next().await.expect("snapshot").expect("ok");
+    let mut watch = api.watch_alerts_from_empty(&auditor).await;
 
     let coi = "CHA999926ABC123";
     let t = now_s();

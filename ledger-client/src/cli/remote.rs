@@ -170,8 +170,31 @@ pub(super) async fn export(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Prints events as they come until the node ends the stream (exit 0), it fails, or the
-/// user presses Ctrl-C (exit 0).
+/// Hands each item of a stream to `print` until the node ends the stream (exit 0), an item
+/// is an error, stdout closes, or the user presses Ctrl-C (exit 0).
+async fn follow<T>(
+    mut items: impl tokio_stream::Stream<Item = Result<T, crate::client::Error>> + Unpin,
+    mut print: impl FnMut(T),
+) -> Result<ExitCode, CliError> {
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        tokio::select! {
+            _ = &mut ctrl_c => return Ok(ExitCode::SUCCESS),
+            next = items.next() => match next {
+                None => return Ok(ExitCode::SUCCESS),
+                Some(item) => {
+                    print(item?);
+                    if out::closed() {
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                }
+            },
+        }
+    }
+}
+
+/// Prints a chain's events as they come (see [`follow`]).
 pub(super) async fn watch(
     coi: &Coi,
     from_position: u64,
@@ -180,27 +203,12 @@ pub(super) async fn watch(
     output: Output,
 ) -> Result<ExitCode, CliError> {
     let client = connect(node, token).await?;
-    let mut events = client.watch(coi, from_position).await?;
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
-    loop {
-        tokio::select! {
-            _ = &mut ctrl_c => return Ok(ExitCode::SUCCESS),
-            next = events.next() => match next {
-                None => return Ok(ExitCode::SUCCESS),
-                Some(item) => {
-                    let w = item?;
-                    match output {
-                        Output::Json => print_json(render::event_json(&w.event, Some(w.position))),
-                        Output::Text => out::println(render::watched_text(&w)),
-                    }
-                    if out::closed() {
-                        return Ok(ExitCode::SUCCESS);
-                    }
-                }
-            },
-        }
-    }
+    let events = client.watch(coi, from_position).await?;
+    follow(events, |w| match output {
+        Output::Json => print_json(render::event_json(&w.event, Some(w.position))),
+        Output::Text => out::println(render::watched_text(&w)),
+    })
+    .await
 }
 
 pub(super) async fn chains(
@@ -245,28 +253,14 @@ pub(super) async fn alerts(
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let mut updates = client.watch_alerts().await?;
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
-    loop {
-        tokio::select! {
-            _ = &mut ctrl_c => return Ok(ExitCode::SUCCESS),
-            next = updates.next() => match next {
-                None => return Ok(ExitCode::SUCCESS),
-                Some(item) => {
-                    match (item?, output) {
-                        (AlertUpdate::Snapshot(all), Output::Json) => print_json(render::alerts_json(&all)),
-                        (AlertUpdate::Snapshot(all), Output::Text) => out::print(render::alerts_text(&all)),
-                        (AlertUpdate::Change(a), Output::Json) => print_json(render::alert_json(&a).to_string()),
-                        (AlertUpdate::Change(a), Output::Text) => out::println(render::alert_change_text(&a)),
-                    }
-                    if out::closed() {
-                        return Ok(ExitCode::SUCCESS);
-                    }
-                }
-            },
-        }
-    }
+    let updates = client.watch_alerts().await?;
+    follow(updates, |update| match (update, output) {
+        (AlertUpdate::Snapshot(all), Output::Json) => print_json(render::alerts_json(&all)),
+        (AlertUpdate::Snapshot(all), Output::Text) => out::print(render::alerts_text(&all)),
+        (AlertUpdate::Change(a), Output::Json) => print_json(render::alert_json(&a).to_string()),
+        (AlertUpdate::Change(a), Output::Text) => out::println(render::alert_change_text(&a)),
+    })
+    .await
 }
 
 pub(super) async fn subscribe(
@@ -279,28 +273,20 @@ pub(super) async fn subscribe(
     output: Output,
 ) -> Result<ExitCode, CliError> {
     let client = connect(node, token).await?;
-    let mut events = client.subscribe(from, sites, kinds, cois).await?;
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
-    loop {
-        tokio::select! {
-            _ = &mut ctrl_c => return Ok(ExitCode::SUCCESS),
-            next = events.next() => match next {
-                None => return Ok(ExitCode::SUCCESS),
-                Some(item) => {
-                    let s = item?;
-                    let Some(e) = &s.event else { continue };
-                    match output {
-                        Output::Json => print_json(render::event_json(e, Some(s.position))),
-                        Output::Text => out::println(render::watched_text(&Watched { position: s.position, event: e.clone() })),
-                    }
-                    if out::closed() {
-                        return Ok(ExitCode::SUCCESS);
-                    }
-                }
-            },
+    let events = client.subscribe(from, sites, kinds, cois).await?;
+    follow(events, |s| {
+        // Progress marks (no event) only move the position a resume would start from.
+        let Some(event) = s.event else { return };
+        let w = Watched {
+            position: s.position,
+            event,
+        };
+        match output {
+            Output::Json => print_json(render::event_json(&w.event, Some(w.position))),
+            Output::Text => out::println(render::watched_text(&w)),
         }
-    }
+    })
+    .await
 }
 
 pub(super) async fn node_info(

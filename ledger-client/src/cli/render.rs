@@ -2,6 +2,7 @@
 //! or one object per line for streams: `watch`, `replay`).
 
 use super::replay::Replayed;
+use super::report::celsius;
 use crate::client::{
     AlertItem, AppendReceipt, ChainsPage, ChainsQuery, NodeFinding, NodeInfo, Verification, Watched,
 };
@@ -368,15 +369,6 @@ pub fn watched_text(w: &Watched) -> String {
         e.body().kind_name(),
         e.occurred_at(),
         body_summary(e.body())
-    )
-}
-
-fn celsius(centi: i32) -> String {
-    format!(
-        "{}{}.{:02} °C",
-        if centi < 0 { "-" } else { "" },
-        centi.unsigned_abs() / 100,
-        centi.unsigned_abs() % 100
     )
 }
 

@@ -590,7 +590,8 @@ fn excursion_records(verdict: &Verdict, events: &[&Event]) -> HashSet<EventId> {
 }
 
 /// Degrees Celsius from hundredths, without trailing zeros: `-196 °C`, `9.4 °C`, `4.05 °C`.
-fn celsius(centi: i32) -> String {
+/// `9.4 °C`: shortest form, no trailing zeros (also `ledger chain`'s summaries).
+pub(super) fn celsius(centi: i32) -> String {
     let sign = if centi < 0 { "-" } else { "" };
     let a = centi.unsigned_abs();
     let (whole, frac) = (a / 100, a % 100);

@@ -498,18 +498,7 @@ impl pb::ledger_service_server::LedgerService for LedgerApi {
         req: Request<pb::WatchChainRequest>,
     ) -> Result<Response<Self::WatchChainStream>, Status> {
         let principal = self.begin_read(&req).await?;
-        // A watch outlives the check at its start: before each event it sends, it asks
-        // whether its token still names the same caller, so a token revoked by a reload
-        // (SIGHUP) reads nothing more.
-        let token = auth::bearer(&req)?.to_owned();
-        let network = self.network.clone();
-        let revoked = move || {
-            (network.principal(&token).as_ref() != Some(&principal)).then(|| {
-                Status::unauthenticated(
-                    "the token this watch was opened with is no longer accepted by this node; open a new watch with a current token",
-                )
-            })
-        };
+        let revoked = self.revoked_check(&req, principal)?;
         let coi = self.coi("coi", &req.get_ref().coi)?;
         let committed = self.committed(&coi)?;
         let from = req.get_ref().from_position;
@@ -913,7 +902,7 @@ fn summary_to_wire(r: &worklist::Row) -> pb::ChainSummary {
         custodian_site_ids: r.custodians(),
         next_stability_deadline: r.next_deadline.map(convert::timestamp_to_wire),
         event_count: r.n_events,
-        open_finding_count: r.findings.len() as u32,
+        open_finding_count: r.n_findings as u32,
         last_event_time: Some(convert::timestamp_to_wire(r.last_event_at)),
         flagged_unit_count: r.n_flagged as u32,
         places: r
