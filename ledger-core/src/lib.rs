@@ -13,6 +13,7 @@ pub mod crypto;
 pub mod event;
 pub mod finding;
 pub mod ids;
+pub mod kpi;
 pub mod projection;
 pub mod replica;
 pub mod time;
@@ -32,6 +33,7 @@ pub use event::{
 };
 pub use finding::{Code, Finding, Severity};
 pub use ids::{Coi, Din, EventId, IdError, NetworkId, OperatorId, Seq, ShipperId, SiteId, UnitId};
+pub use kpi::{ChainInput, Durations, KpiError, KpiReport, LaneKpi, Period, SiteKpi};
 pub use projection::{CausalOrder, Custody, OpenExcursion, Policy, Projection, Status};
 pub use replica::{place, FeedState, Placement};
 pub use time::{Millis, Timestamp};
