@@ -2,13 +2,13 @@
 //! or one object per line for streams: `watch`, `replay`).
 
 use super::replay::Replayed;
-use super::report::celsius;
 use crate::client::{
     AlertItem, AppendReceipt, ChainsPage, ChainsQuery, NodeFinding, NodeInfo, Verification, Watched,
 };
 use comfy_table::{presets::UTF8_FULL, ContentArrangement, Table};
 use ledger_core::bundle::{AnchorTrust, BundleReport};
 use ledger_core::{Certificate, Coi, Event, PublicKey, Severity, SiteId, Timestamp, VerdictKind};
+use ledger_report::celsius;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 
