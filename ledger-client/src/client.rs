@@ -14,10 +14,12 @@
 //! answers a retry of a stored append with the original receipt instead of storing it twice.
 
 use backon::{ExponentialBuilder, Retryable};
+use ledger_core::kpi::{Durations, Period};
 use ledger_core::VerdictKind;
 use ledger_core::{
-    Coi, Event, EventId, NetworkId, PublicKey, Role, Seq, SiteId, Status, Timestamp,
+    Coi, Event, EventId, Millis, NetworkId, PublicKey, Role, Seq, SiteId, Status, Timestamp,
 };
+use proto::convert::{duration_from_wire, timestamp_to_wire};
 use proto::convert::{status_from_wire, status_to_wire, timestamp_from_wire, verdict_from_wire};
 use proto::convert::{ConvertError, REQUEST_ID_MAX};
 use proto::v1 as pb;
@@ -507,6 +509,62 @@ pub struct NodeSite {
     pub feed_seq: Seq,
     /// `None` while the site's feed is empty.
     pub feed_head: Option<EventId>,
+}
+
+/// The KPIs of a period as the node computed them (definitions: `ledger_core::kpi`).
+/// Finding codes stay text: a newer node may know codes this client does not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kpis {
+    pub period: Period,
+    /// When the node computed them (its clock).
+    pub computed_at: Timestamp,
+    /// Chains with an event in the period whose figures are counted (intact or incomplete).
+    pub n_chains_counted: u64,
+    /// How many of those are incomplete.
+    pub n_chains_incomplete: u64,
+    /// Chains with an event in the period that have a break, left out of every time and
+    /// rate figure. Sorted.
+    pub chains_broken: Vec<Coi>,
+    pub vein_to_vein: Option<Durations>,
+    /// In site order.
+    pub sites: Vec<SiteKpis>,
+    /// In (from, to) order.
+    pub lanes: Vec<LaneKpis>,
+    /// Findings that name no event of their chain, in code order.
+    pub findings_unplaced: Vec<FindingCount>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteKpis {
+    pub site: SiteId,
+    /// Stays at the site that ended in the period.
+    pub dwell: Option<Durations>,
+    pub n_condition_records: u64,
+    /// How many of the condition records were excursions.
+    pub n_excursions: u64,
+    /// In code order.
+    pub findings: Vec<FindingCount>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaneKpis {
+    pub from: SiteId,
+    pub to: SiteId,
+    /// The lane's transit limit on the node.
+    pub limit: Millis,
+    /// Handoffs whose receipt was scanned in the period.
+    pub handoff: Option<Durations>,
+    /// How many handoffs took longer than `limit`.
+    pub n_late: u64,
+    /// How many handoffs had an excursion in transit.
+    pub n_with_excursion: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FindingCount {
+    /// `family.name`: lower-case ASCII letters, digits, `_` and one `.`.
+    pub code: String,
+    pub n: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1102,6 +1160,22 @@ impl Client {
         }))
     }
 
+    /// The KPIs of `period` over the chains the node holds.
+    ///
+    /// # Errors
+    /// The call's error; [`Error::BadResponse`] for an answer that is not a report of
+    /// `period` or whose figures contradict each other.
+    pub async fn kpis(&self, period: Period) -> Result<Kpis, Error> {
+        let mut rpc = self.rpc.clone();
+        let answer = self
+            .call(rpc.get_kpis(self.request(pb::GetKpisRequest {
+                start_time: Some(timestamp_to_wire(period.from())),
+                end_time: Some(timestamp_to_wire(period.to())),
+            })))
+            .await?;
+        kpis_from_wire(&answer, period)
+    }
+
     /// Describes the node: network, sites it signs for, feed heads, version.
     ///
     /// # Errors
@@ -1286,6 +1360,172 @@ fn alert_from_wire(field: &str, a: &pb::Alert) -> Result<AlertItem, Error> {
     })
 }
 
+fn durations_from_wire(field: &str, d: &pb::DurationStats) -> Result<Durations, Error> {
+    let span = |name: &str, v: Option<&prost_types::Duration>| {
+        duration_from_wire(&format!("{field}.{name}"), v).map_err(bad)
+    };
+    let d = Durations {
+        count: d.count,
+        min: span("min", d.min.as_ref())?,
+        median: span("median", d.median.as_ref())?,
+        p90: span("p90", d.p90.as_ref())?,
+        max: span("max", d.max.as_ref())?,
+        mean: span("mean", d.mean.as_ref())?,
+    };
+    if d.count == 0 {
+        return Err(bad_field(
+            format!("{field}.count"),
+            "is 0; a figure with no span is left unset",
+        ));
+    }
+    if !(d.min <= d.median && d.median <= d.p90 && d.p90 <= d.max) {
+        return Err(bad_field(
+            field,
+            format!(
+                "min {} <= median {} <= p90 {} <= max {} does not hold",
+                d.min.0, d.median.0, d.p90.0, d.max.0
+            ),
+        ));
+    }
+    if !(d.min <= d.mean && d.mean <= d.max) {
+        return Err(bad_field(
+            format!("{field}.mean"),
+            format!("{} is not between min and max", d.mean.0),
+        ));
+    }
+    Ok(d)
+}
+
+fn optional_durations(
+    field: &str,
+    d: Option<&pb::DurationStats>,
+) -> Result<Option<Durations>, Error> {
+    d.map(|d| durations_from_wire(field, d)).transpose()
+}
+
+/// A count that is part of a whole: at most `whole`.
+fn part_of(field: &str, part: u64, whole: u64, what: &str) -> Result<u64, Error> {
+    if part > whole {
+        return Err(bad_field(
+            field,
+            format!("{part} is more than the {whole} {what}"),
+        ));
+    }
+    Ok(part)
+}
+
+fn finding_counts_from_wire(
+    field: &str,
+    list: &[pb::FindingCount],
+) -> Result<Vec<FindingCount>, Error> {
+    list.iter()
+        .enumerate()
+        .map(|(i, f)| {
+            // Codes are printed as they come and name CSV metrics: only what a code is made of.
+            let well_formed = f.code.split_once('.').is_some_and(|(family, name)| {
+                [family, name].iter().all(|part| {
+                    !part.is_empty()
+                        && part
+                            .bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+                })
+            });
+            if !well_formed {
+                return Err(bad_field(
+                    format!("{field}[{i}].code"),
+                    format!("{:?} is not a finding code (family.name)", f.code),
+                ));
+            }
+            Ok(FindingCount {
+                code: f.code.clone(),
+                n: f.count,
+            })
+        })
+        .collect()
+}
+
+fn kpis_from_wire(r: &pb::GetKpisResponse, asked: Period) -> Result<Kpis, Error> {
+    let from = timestamp_from_wire("start_time", r.start_time.as_ref()).map_err(bad)?;
+    let to = timestamp_from_wire("end_time", r.end_time.as_ref()).map_err(bad)?;
+    if (from, to) != (asked.from(), asked.to()) {
+        return Err(bad_field(
+            "start_time",
+            format!(
+                "the answer is for {from} to {to}, not the period asked, {} to {}",
+                asked.from(),
+                asked.to()
+            ),
+        ));
+    }
+    let sites = r
+        .sites
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let field = format!("sites[{i}]");
+            Ok(SiteKpis {
+                site: site_id(&format!("{field}.site_id"), &s.site_id)?,
+                dwell: optional_durations(&format!("{field}.dwell"), s.dwell.as_ref())?,
+                n_condition_records: s.condition_records,
+                n_excursions: part_of(
+                    &format!("{field}.excursions"),
+                    s.excursions,
+                    s.condition_records,
+                    "condition records",
+                )?,
+                findings: finding_counts_from_wire(&format!("{field}.findings"), &s.findings)?,
+            })
+        })
+        .collect::<Result<_, Error>>()?;
+    let lanes = r
+        .lanes
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let field = format!("lanes[{i}]");
+            let handoff = optional_durations(&format!("{field}.handoff"), l.handoff.as_ref())?;
+            let n_handoffs = handoff.map_or(0, |h| h.count);
+            Ok(LaneKpis {
+                from: site_id(&format!("{field}.from_site_id"), &l.from_site_id)?,
+                to: site_id(&format!("{field}.to_site_id"), &l.to_site_id)?,
+                limit: duration_from_wire(&format!("{field}.limit"), l.limit.as_ref())
+                    .map_err(bad)?,
+                handoff,
+                n_late: part_of(&format!("{field}.late"), l.late, n_handoffs, "handoffs")?,
+                n_with_excursion: part_of(
+                    &format!("{field}.with_excursion"),
+                    l.with_excursion,
+                    n_handoffs,
+                    "handoffs",
+                )?,
+            })
+        })
+        .collect::<Result<_, Error>>()?;
+    Ok(Kpis {
+        period: asked,
+        computed_at: timestamp_from_wire("computed_time", r.computed_time.as_ref()).map_err(bad)?,
+        n_chains_counted: r.chains_counted,
+        n_chains_incomplete: part_of(
+            "chains_incomplete",
+            r.chains_incomplete,
+            r.chains_counted,
+            "chains counted",
+        )?,
+        chains_broken: r
+            .broken_cois
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                Coi::parse(c).map_err(|e| bad_field(format!("broken_cois[{i}]"), e.to_string()))
+            })
+            .collect::<Result<_, _>>()?,
+        vein_to_vein: optional_durations("vein_to_vein", r.vein_to_vein.as_ref())?,
+        sites,
+        lanes,
+        findings_unplaced: finding_counts_from_wire("findings_unplaced", &r.findings_unplaced)?,
+    })
+}
+
 fn public_key(field: &str, text: &str) -> Result<PublicKey, Error> {
     let bytes = hex::decode(text).map_err(|e| bad_field(field, e.to_string()))?;
     let bytes: [u8; 32] = bytes
@@ -1459,6 +1699,83 @@ mod tests {
         expect_test::expect!["replay-125d283db2dae989a88bc0e7515dc08d318d07fd"].assert_eq(&a);
         assert_ne!(a, derive_request_id("replay", &[b"standar", b"dcollect"]));
         assert_ne!(a, derive_request_id("replay", &[b"standard", b"pack"]));
+    }
+
+    /// A KPI answer is a report of the period asked, with figures that agree with each
+    /// other; anything else is a malformed answer, never printed.
+    #[test]
+    fn kpi_answers_are_checked() {
+        let at = |s: i64| {
+            Some(prost_types::Timestamp {
+                seconds: s,
+                nanos: 0,
+            })
+        };
+        let span = |ms: i64| Some(proto::convert::duration_to_wire(ledger_core::Millis(ms)));
+        let period = Period::new(Timestamp(1_000_000), Timestamp(2_000_000)).unwrap();
+        let good = || pb::GetKpisResponse {
+            start_time: at(1000),
+            end_time: at(2000),
+            computed_time: at(3000),
+            chains_counted: 2,
+            chains_incomplete: 1,
+            broken_cois: vec!["CHA999926ABC123".into()],
+            vein_to_vein: Some(pb::DurationStats {
+                count: 2,
+                min: span(10),
+                median: span(10),
+                p90: span(30),
+                max: span(30),
+                mean: span(20),
+            }),
+            sites: vec![pb::SiteKpi {
+                site_id: "mfg-1".into(),
+                dwell: None,
+                condition_records: 2,
+                excursions: 1,
+                findings: vec![pb::FindingCount {
+                    code: "custody.seal_broken".into(),
+                    count: 1,
+                }],
+            }],
+            lanes: vec![],
+            findings_unplaced: vec![],
+        };
+        let k = kpis_from_wire(&good(), period).expect("a good answer");
+        assert_eq!(
+            k.vein_to_vein.map(|d| d.mean),
+            Some(ledger_core::Millis(20))
+        );
+        assert_eq!(k.sites[0].findings[0].code, "custody.seal_broken");
+
+        #[track_caller]
+        fn refused(r: pb::GetKpisResponse, period: Period, field: &str) {
+            match kpis_from_wire(&r, period) {
+                Err(Error::BadResponse { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("{field}: {other:?}"),
+            }
+        }
+        let mut r = good();
+        r.end_time = at(2001);
+        refused(r, period, "start_time");
+        let mut r = good();
+        r.chains_incomplete = 3;
+        refused(r, period, "chains_incomplete");
+        let mut r = good();
+        r.vein_to_vein.as_mut().unwrap().median = span(31);
+        refused(r, period, "vein_to_vein");
+        let mut r = good();
+        r.vein_to_vein.as_mut().unwrap().count = 0;
+        refused(r, period, "vein_to_vein.count");
+        let mut r = good();
+        r.sites[0].excursions = 3;
+        refused(r, period, "sites[0].excursions");
+        let mut r = good();
+        r.sites[0].findings[0].code = "seal broken,1\n".into();
+        refused(r, period, "sites[0].findings[0].code");
+        let mut r = good();
+        r.broken_cois[0] = "nope".into();
+        refused(r, period, "broken_cois[0]");
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod alerts;
 pub mod config;
 pub mod grpc;
 pub mod integrity;
+pub mod kpi;
 pub mod ledger;
 pub mod network;
 pub mod pipeline;

@@ -10,10 +10,12 @@
 
 use crate::v1 as pb;
 use ledger_core::bundle::BundleReport;
+use ledger_core::kpi::{Durations, KpiReport, Period};
 use ledger_core::{
-    Approval, Body, Coi, Din, Event, EventId, Finding, Meaning, NewUnit, OperatorId, Reading,
-    ShipperId, Signer, SiteId, Status, Timestamp, UnitId, VerdictKind, Witness,
+    Approval, Body, Code, Coi, Din, Event, EventId, Finding, Meaning, Millis, NewUnit, OperatorId,
+    Reading, ShipperId, Signer, SiteId, Status, Timestamp, UnitId, VerdictKind, Witness,
 };
+use std::collections::BTreeMap;
 
 /// A wire field that is missing or wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -702,6 +704,115 @@ pub fn alert_kind_from_wire(
     })
 }
 
+/// A span as a wire duration: whole seconds and the rest in nanoseconds, both of the
+/// span's sign, as google.protobuf.Duration requires.
+pub fn duration_to_wire(d: Millis) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: d.0 / 1000,
+        nanos: (d.0 % 1000 * 1_000_000) as i32,
+    }
+}
+
+/// A wire duration as whole milliseconds (the sub-millisecond part dropped, floor).
+///
+/// # Errors
+/// A missing duration, nanos out of range or of the other sign than seconds, or a span that
+/// does not fit in milliseconds.
+pub fn duration_from_wire(
+    field: &str,
+    d: Option<&prost_types::Duration>,
+) -> Result<Millis, ConvertError> {
+    let d = d.ok_or_else(|| err(field, "is required"))?;
+    if !(-999_999_999..=999_999_999).contains(&d.nanos) {
+        return Err(err(
+            field,
+            "nanos must be between -999,999,999 and 999,999,999",
+        ));
+    }
+    if (d.seconds > 0 && d.nanos < 0) || (d.seconds < 0 && d.nanos > 0) {
+        return Err(err(field, "seconds and nanos must have the same sign"));
+    }
+    d.seconds
+        .checked_mul(1000)
+        .and_then(|ms| ms.checked_add(i64::from(d.nanos).div_euclid(1_000_000)))
+        .map(Millis)
+        .ok_or_else(|| err(field, "does not fit in milliseconds"))
+}
+
+/// The period a GetKpis request asks for.
+///
+/// # Errors
+/// A missing or malformed `start_time` or `end_time`, or an `end_time` not after
+/// `start_time` (the error names `end_time`).
+pub fn kpi_period_from_wire(r: &pb::GetKpisRequest) -> Result<Period, ConvertError> {
+    let from = timestamp_from_wire("start_time", r.start_time.as_ref())?;
+    let to = timestamp_from_wire("end_time", r.end_time.as_ref())?;
+    Period::new(from, to).map_err(|_| {
+        err(
+            "end_time",
+            format!("{to} is not after start_time {from}: the period [start_time, end_time) would be empty"),
+        )
+    })
+}
+
+pub fn durations_to_wire(d: &Durations) -> pb::DurationStats {
+    pb::DurationStats {
+        count: d.count,
+        min: Some(duration_to_wire(d.min)),
+        median: Some(duration_to_wire(d.median)),
+        p90: Some(duration_to_wire(d.p90)),
+        max: Some(duration_to_wire(d.max)),
+        mean: Some(duration_to_wire(d.mean)),
+    }
+}
+
+fn finding_counts_to_wire(counts: &BTreeMap<Code, u64>) -> Vec<pb::FindingCount> {
+    counts
+        .iter()
+        .map(|(code, n)| pb::FindingCount {
+            code: code.as_str().to_owned(),
+            count: *n,
+        })
+        .collect()
+}
+
+/// A KPI report as GetKpis answers it, computed at `computed_at` (the node's clock).
+pub fn kpis_to_wire(r: &KpiReport, computed_at: Timestamp) -> pb::GetKpisResponse {
+    pb::GetKpisResponse {
+        start_time: Some(timestamp_to_wire(r.period.from())),
+        end_time: Some(timestamp_to_wire(r.period.to())),
+        computed_time: Some(timestamp_to_wire(computed_at)),
+        chains_counted: r.chains_counted,
+        chains_incomplete: r.chains_incomplete,
+        broken_cois: r.chains_broken.iter().map(ToString::to_string).collect(),
+        vein_to_vein: r.vein_to_vein.as_ref().map(durations_to_wire),
+        sites: r
+            .sites
+            .iter()
+            .map(|s| pb::SiteKpi {
+                site_id: s.site.to_string(),
+                dwell: s.dwell.as_ref().map(durations_to_wire),
+                condition_records: s.condition_records,
+                excursions: s.excursions,
+                findings: finding_counts_to_wire(&s.findings),
+            })
+            .collect(),
+        lanes: r
+            .lanes
+            .iter()
+            .map(|l| pb::LaneKpi {
+                from_site_id: l.from.to_string(),
+                to_site_id: l.to.to_string(),
+                limit: Some(duration_to_wire(l.limit)),
+                handoff: l.handoff.as_ref().map(durations_to_wire),
+                late: l.late,
+                with_excursion: l.with_excursion,
+            })
+            .collect(),
+        findings_unplaced: finding_counts_to_wire(&r.findings_unplaced),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -789,6 +900,45 @@ mod tests {
             })),
         });
         check_err(r, "body", "more than 1024");
+    }
+
+    #[test]
+    fn durations_round_trip_with_one_sign() {
+        for ms in [0, 1, 999, 1000, 1500, -1, -1500, i64::MAX, i64::MIN] {
+            let wire = duration_to_wire(Millis(ms));
+            assert!(
+                (wire.seconds >= 0 && wire.nanos >= 0) || (wire.seconds <= 0 && wire.nanos <= 0),
+                "{ms}: {wire:?}"
+            );
+            assert_eq!(duration_from_wire("d", Some(&wire)), Ok(Millis(ms)));
+        }
+        let d = |seconds, nanos| prost_types::Duration { seconds, nanos };
+        assert!(duration_from_wire("d", Some(&d(1, -1))).is_err());
+        assert!(duration_from_wire("d", Some(&d(0, 1_000_000_000))).is_err());
+        assert!(duration_from_wire("d", Some(&d(i64::MAX, 0))).is_err());
+        assert_eq!(
+            duration_from_wire("d", None).unwrap_err().reason,
+            "is required"
+        );
+    }
+
+    #[test]
+    fn a_kpi_period_needs_both_ends_in_order() {
+        let at = |seconds| Some(prost_types::Timestamp { seconds, nanos: 0 });
+        let request = |start_time, end_time| pb::GetKpisRequest {
+            start_time,
+            end_time,
+        };
+        let p = kpi_period_from_wire(&request(at(10), at(20))).expect("a period");
+        assert_eq!((p.from(), p.to()), (Timestamp(10_000), Timestamp(20_000)));
+        let e = kpi_period_from_wire(&request(None, at(20))).unwrap_err();
+        assert_eq!(e.to_string(), "start_time: is required");
+        let e = kpi_period_from_wire(&request(at(10), None)).unwrap_err();
+        assert_eq!(e.to_string(), "end_time: is required");
+        for end in [10, 9] {
+            let e = kpi_period_from_wire(&request(at(10), at(end))).unwrap_err();
+            assert_eq!(e.field, "end_time", "{e}");
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod epcis;
 pub mod exit;
+mod kpi;
 pub mod network;
 mod out;
 mod progress;
@@ -285,6 +286,30 @@ enum Command {
         token: TokenArgs,
         #[arg(long, value_enum, default_value = "text")]
         output: Output,
+    },
+    /// Partner KPIs over a period from the node's verified chains: vein-to-vein time, dwell
+    /// per site, handoff time per lane, late handoffs, excursion rates, findings per site.
+    ///
+    /// The period is [--from, --to): --from 2026-03-01 --to 2026-04-01 is March. Every
+    /// figure is counted at the scan time of the event that closes it. Broken chains are
+    /// listed and left out of every time and rate figure. Exit codes: 0 printed, 2 bad
+    /// period or refused, 3 node unreachable.
+    Kpi {
+        /// The first instant counted: a UTC day (2026-03-01, from its midnight) or an RFC
+        /// 3339 UTC time.
+        #[arg(long, value_name = "T", value_parser = kpi::parse_instant)]
+        from: ledger_core::Timestamp,
+        /// The first instant not counted (excluded), after --from; a day or a time as for
+        /// --from.
+        #[arg(long, value_name = "T", value_parser = kpi::parse_instant)]
+        to: ledger_core::Timestamp,
+        #[command(flatten)]
+        node: NodeArgs,
+        #[command(flatten)]
+        token: TokenArgs,
+        /// `csv`: one figure a row (scope,site,from_site,to_site,metric,value).
+        #[arg(long, value_enum, default_value = "text")]
+        output: kpi::KpiOutput,
     },
     /// Print every event the node stores, across all chains, in store order, then each new
     /// one (Ctrl-C ends). Resume with `--from` the last position printed.
@@ -617,6 +642,9 @@ fn wants_json(command: &Command) -> bool {
         | Command::VerifyBundle { output, .. }
         | Command::Report { output, .. }
         | Command::Epcis { output, .. } => *output,
+        Command::Kpi { output, .. } => {
+            return *output == kpi::KpiOutput::Json;
+        }
         Command::Network(
             NetworkCommand::Init { output, .. }
             | NetworkCommand::Info { output, .. }
@@ -693,6 +721,20 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
             token,
             output,
         } => remote::block_on(remote::alerts(watch, all, &node, &token, output)),
+        Command::Kpi {
+            from,
+            to,
+            node,
+            token,
+            output,
+        } => {
+            let period = ledger_core::kpi::Period::new(from, to).map_err(|_| {
+                CliError::Usage(format!(
+                    "--to must be after --from (the period is [--from, --to)): got --from {from} --to {to}"
+                ))
+            })?;
+            remote::block_on(remote::kpi(period, &node, &token, output))
+        }
         Command::Subscribe {
             from,
             sites,
@@ -1023,6 +1065,28 @@ mod tests {
                 }"#]],
         );
         check(
+            "kpi --from 2026-03-01 --to 2026-04-01T00:00:00Z --output csv",
+            expect![[r#"
+                Kpi {
+                    from: Timestamp(
+                        1772323200000,
+                    ),
+                    to: Timestamp(
+                        1775001600000,
+                    ),
+                    node: NodeArgs {
+                        node: "http://127.0.0.1:50051",
+                        timeout: 30,
+                        ca_file: None,
+                    },
+                    token: TokenArgs {
+                        token_file: None,
+                        token: None,
+                    },
+                    output: Csv,
+                }"#]],
+        );
+        check(
             "append step.toml --timeout 5",
             expect![[r#"
                 Append {
@@ -1049,6 +1113,12 @@ mod tests {
         check("replay journey.toml", expect!["error (MissingRequiredArgument): error: the following required arguments were not provided:"]);
         check(
             "chain CHA999926ABC123 --output yaml",
+            expect!["error (InvalidValue): error: invalid value 'yaml' for '--output <OUTPUT>'"],
+        );
+        check("kpi --from 2026-02-30 --to 2026-03-01", expect!["error (ValueValidation): error: invalid value '2026-02-30' for '--from <T>': expected a UTC day like 2026-03-01 (its midnight) or an RFC 3339 UTC time like 2026-03-01T08:00:00Z"]);
+        check("kpi --from 2026-03-01", expect!["error (MissingRequiredArgument): error: the following required arguments were not provided:"]);
+        check(
+            "kpi --from 2026-03-01 --to 2026-04-01 --output yaml",
             expect!["error (InvalidValue): error: invalid value 'yaml' for '--output <OUTPUT>'"],
         );
         check("node-info --timeout 0", expect!["error (ValueValidation): error: invalid value '0' for '--timeout <SECONDS>': 0 is not in 1..=3600"]);

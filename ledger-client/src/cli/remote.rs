@@ -111,6 +111,21 @@ pub(super) async fn chain(
     Ok(ExitCode::SUCCESS)
 }
 
+pub(super) async fn kpi(
+    period: ledger_core::kpi::Period,
+    node: &NodeArgs,
+    token: &TokenArgs,
+    output: super::kpi::KpiOutput,
+) -> Result<ExitCode, CliError> {
+    let kpis = connect(node, token).await?.kpis(period).await?;
+    match output {
+        super::kpi::KpiOutput::Text => out::print(super::kpi::text(&kpis)),
+        super::kpi::KpiOutput::Json => print_json(super::kpi::json(&kpis)),
+        super::kpi::KpiOutput::Csv => out::print(super::kpi::csv(&kpis)),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub(super) async fn verify(
     coi: &Coi,
     node: &NodeArgs,

@@ -240,6 +240,14 @@ impl LedgerService for Fake {
         Ok(Response::new(tokio_stream::iter(Vec::new())))
     }
 
+    async fn get_kpis(
+        &self,
+        req: Request<pb::GetKpisRequest>,
+    ) -> Result<Response<pb::GetKpisResponse>, Status> {
+        self.saw(&req);
+        Err(Status::unimplemented("the scripted node computes no KPIs"))
+    }
+
     async fn get_node_info(
         &self,
         req: Request<pb::GetNodeInfoRequest>,

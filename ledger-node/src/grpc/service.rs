@@ -8,7 +8,9 @@ use crate::network::{Network, Principal};
 use crate::pipeline::Pipeline;
 use crate::worklist;
 use ledger_core::bundle::BundleDraft;
-use ledger_core::{Checkpoint, Coi, Event, EventId, Options, Policy, Scope, SiteId, Trust};
+use ledger_core::{
+    AlertPolicy, Checkpoint, Coi, Event, EventId, Options, Policy, Scope, SiteId, Trust,
+};
 use proto::convert::{self, AppendDraft};
 use proto::v1 as pb;
 use std::collections::HashSet;
@@ -47,6 +49,8 @@ pub struct LedgerApi {
     network: Arc<Network>,
     limits: Limits,
     policy: Policy,
+    /// The lane transit limits KPIs judge late handoffs by; the same policy as the alerts'.
+    alert_policy: AlertPolicy,
     board: Arc<Board>,
     limiter: RateLimiter,
     shutdown: tokio_util::sync::CancellationToken,
@@ -75,10 +79,19 @@ impl LedgerApi {
             network,
             limits,
             policy,
+            alert_policy: AlertPolicy::default(),
             board,
             limiter,
             shutdown,
         }
+    }
+
+    /// The alert policy GetKpis judges late handoffs with (lane transit limits); pass the
+    /// one the alert engine runs with, so a KPI never contradicts an alert. Default:
+    /// [`AlertPolicy::default`].
+    pub fn with_alert_policy(mut self, alert_policy: AlertPolicy) -> Self {
+        self.alert_policy = alert_policy;
+        self
     }
 
     /// Every read: the caller may read, and every append answered before this call is
@@ -883,6 +896,22 @@ impl pb::ledger_service_server::LedgerService for LedgerApi {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             event_count: ledger.n_events(),
         }))
+    }
+
+    async fn get_kpis(
+        &self,
+        req: Request<pb::GetKpisRequest>,
+    ) -> Result<Response<pb::GetKpisResponse>, Status> {
+        self.begin_read(&req).await?;
+        let period =
+            convert::kpi_period_from_wire(req.get_ref()).map_err(|e| status::invalid(&e))?;
+        let report = crate::kpi::report(&self.pipeline, period, &self.alert_policy)
+            .await
+            .map_err(|e| status::kpi_failure(&e))?;
+        Ok(Response::new(convert::kpis_to_wire(
+            &report,
+            crate::pipeline::now(),
+        )))
     }
 }
 

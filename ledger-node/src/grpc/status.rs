@@ -2,8 +2,10 @@
 //! with no catch-all arm, so a new error variant does not compile until someone decides
 //! its code.
 
+use crate::kpi::KpiFailure;
 use crate::ledger::AppendError;
 use crate::store::StoreError;
+use ledger_core::KpiError;
 use proto::convert::ConvertError;
 use tonic::{Code, Status};
 
@@ -33,6 +35,23 @@ pub fn invalid(e: &ConvertError) -> Status {
 
 pub fn store_error(e: &StoreError) -> Status {
     Status::internal(format!("storage: {e}"))
+}
+
+pub fn kpi_failure(e: &KpiFailure) -> Status {
+    let code = match e {
+        KpiFailure::ChainTooLong { .. } | KpiFailure::TooManyEvents { .. } => {
+            Code::ResourceExhausted
+        }
+        KpiFailure::Store { .. } | KpiFailure::Task(_) => Code::Internal,
+        // The request's period is checked before the report is made.
+        KpiFailure::Kpi(KpiError::EmptyPeriod { .. }) => Code::InvalidArgument,
+        // A stored event's scan time so far off that a span overflows: the caller can
+        // only ask for a period without it until that chain is corrected.
+        KpiFailure::Kpi(KpiError::SpanOutOfRange { .. }) => Code::FailedPrecondition,
+        // The node passes each chain once; twice is a bug here.
+        KpiFailure::Kpi(KpiError::DuplicateChain { .. }) => Code::Internal,
+    };
+    Status::new(code, e.to_string())
 }
 
 /// gRPC's convention (and every other implementation's) for a message over the size limit
