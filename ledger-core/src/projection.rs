@@ -105,19 +105,20 @@ impl Status {
         }
     }
 
+    /// Every status, in the order a chain moves through them.
+    pub const ALL: [Status; 8] = [
+        Status::Empty,
+        Status::Collected,
+        Status::InTransit,
+        Status::InManufacturing,
+        Status::AwaitingQc,
+        Status::Released,
+        Status::Administered,
+        Status::Destroyed,
+    ];
+
     pub fn parse(text: &str) -> Option<Status> {
-        [
-            Status::Empty,
-            Status::Collected,
-            Status::InTransit,
-            Status::InManufacturing,
-            Status::AwaitingQc,
-            Status::Released,
-            Status::Administered,
-            Status::Destroyed,
-        ]
-        .into_iter()
-        .find(|s| s.as_str() == text)
+        Status::ALL.into_iter().find(|s| s.as_str() == text)
     }
 }
 

@@ -588,7 +588,7 @@ impl NodeProcess {
             .stdin(Stdio::piped())
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", "127.0.0.1:0", "--no-http"])
             .arg("--metrics-listen")
             .arg(metrics_addr.to_string())
             .env("RUST_LOG", "info")

@@ -85,8 +85,32 @@ pub struct Config {
     pub limits: Limits,
     /// When the node raises alerts.
     pub alerts: AlertsConfig,
+    /// The web page (worklist, chain pages, alerts, KPIs).
+    pub http: HttpConfig,
     /// Replication over NATS JetStream; absent: a standalone node.
     pub nats: Option<NatsConfig>,
+}
+
+/// The node's web page: read-only, behind the same tokens as the gRPC API.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Serve the page; `false` opens no HTTP listener at all.
+    pub enabled: bool,
+    /// Its address (plain HTTP: keep it on loopback, or put a TLS proxy in front).
+    pub listen: SocketAddr,
+    /// Pages open at once with a live channel; more get 503 and reload periodically.
+    pub live_streams_max: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> HttpConfig {
+        HttpConfig {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            live_streams_max: 256,
+        }
+    }
 }
 
 /// Alert thresholds (see `ledger_core::alert`).
@@ -268,6 +292,7 @@ impl Default for Config {
             clock_tolerance_ms: 5 * 60_000,
             limits: Limits::default(),
             alerts: AlertsConfig::default(),
+            http: HttpConfig::default(),
             nats: None,
         }
     }
@@ -355,6 +380,9 @@ impl Config {
             );
         }
         self.alerts.validate()?;
+        if self.http.live_streams_max == 0 || self.http.live_streams_max > 100_000 {
+            return invalid("http.live_streams_max", "must be 1 to 100,000");
+        }
         if self.sled_cache_mib == 0 || self.sled_cache_mib > 64 * 1024 {
             return invalid("sled_cache_mib", "must be 1 to 65536");
         }
@@ -383,6 +411,12 @@ impl Config {
                 "port 0 would serve metrics on a port no scraper can learn: give a port, or \
                  turn metrics off (--no-metrics)",
             );
+        }
+        if self.http.enabled
+            && self.http.listen.port() != 0
+            && (self.http.listen == self.listen || Some(self.http.listen) == self.metrics_listen)
+        {
+            return invalid("http.listen", "must differ from listen and metrics_listen");
         }
         if Some(self.listen) == self.metrics_listen {
             return invalid("metrics_listen", "must differ from listen");

@@ -21,6 +21,7 @@ pub mod network;
 pub mod pipeline;
 pub mod replication;
 pub mod store;
+pub mod web;
 pub mod worklist;
 
 use anyhow::Context;
@@ -317,21 +318,51 @@ pub async fn run(
         heard.clone(),
         shutdown.clone(),
     ));
-    let api = grpc::service::LedgerApi::new(
-        pipeline.clone(),
-        network.clone(),
-        cfg.limits.clone(),
-        policy(&cfg),
-        board.clone(),
-        shutdown.clone(),
+    let api = Arc::new(
+        grpc::service::LedgerApi::new(
+            pipeline.clone(),
+            network.clone(),
+            cfg.limits.clone(),
+            policy(&cfg),
+            board.clone(),
+            shutdown.clone(),
+        )
+        .with_alert_policy(cfg.alerts.policy()),
     );
+    // Bound before the gRPC listener says it listens, so whoever waits for that line can
+    // also read the page's address.
+    let web_task = if cfg.http.enabled {
+        let listener = tokio::net::TcpListener::bind(cfg.http.listen)
+            .await
+            .with_context(|| format!("opening the web page's listener on {}", cfg.http.listen))?;
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, "web page served at http://{addr}/");
+        let web = Arc::new(web::Web {
+            api: api.clone(),
+            pipeline: pipeline.clone(),
+            network: network.clone(),
+            board: board.clone(),
+            alert_policy: cfg.alerts.policy(),
+            live: Arc::new(tokio::sync::Semaphore::new(cfg.http.live_streams_max)),
+            shutdown: shutdown.clone(),
+        });
+        let stop = shutdown.clone();
+        Some(tokio::spawn(async move {
+            if let Err(e) = web::serve(listener, web, stop).await {
+                tracing::error!(error = %e, "the web page's server stopped");
+            }
+        }))
+    } else {
+        tracing::info!("web page disabled");
+        None
+    };
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<proto::v1::ledger_service_server::LedgerServiceServer<grpc::service::LedgerApi>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
-    let service = proto::v1::ledger_service_server::LedgerServiceServer::new(api)
+    let service = proto::v1::ledger_service_server::LedgerServiceServer::from_arc(api)
         .max_decoding_message_size(cfg.limits.request_bytes_max)
         .max_encoding_message_size(8 * 1024 * 1024);
     let listener = tokio::net::TcpListener::bind(cfg.listen)
@@ -390,6 +421,11 @@ pub async fn run(
         }
     }
     tracing::info!("shutting down: finishing appends in flight");
+    if let Some(task) = web_task {
+        if tokio::time::timeout(grace, task).await.is_err() {
+            tracing::warn!("the web page's server did not stop within the shutdown grace");
+        }
+    }
     // The replication tasks hold the pipeline; they end on the same cancellation.
     for task in replication {
         if tokio::time::timeout(std::time::Duration::from_secs(10), task)

@@ -44,6 +44,10 @@ struct Flags {
     #[arg(long, global = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     metrics_listen: Option<SocketAddr>,
+    /// The web page's address, e.g. 127.0.0.1:8080 (port 0 picks a free one).
+    #[arg(long, global = true)]
+    #[serde(skip)]
+    http_listen: Option<SocketAddr>,
     /// Network directory (anchor.pub, certs/, sites/, tokens/).
     #[arg(long, global = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -78,6 +82,9 @@ enum Command {
         /// Disable the metrics listener.
         #[arg(long)]
         no_metrics: bool,
+        /// Disable the web page (the same as `[http] enabled = false`).
+        #[arg(long, conflicts_with = "http_listen")]
+        no_http: bool,
         /// Shut down (as on SIGTERM) when standard input reaches its end: a supervisor or
         /// test harness that holds the other end of a pipe then stops the node even if it
         /// dies without cleaning up.
@@ -166,6 +173,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(addr) = cli.flags.http_listen {
+        cfg.http.listen = addr;
+        cfg.http.enabled = true;
+    }
     if !cli.flags.nats_urls.is_empty() {
         cfg.nats.get_or_insert_with(Default::default).urls = cli.flags.nats_urls.clone();
         if let Err(e) = cfg.validate() {
@@ -176,6 +187,7 @@ fn main() -> ExitCode {
     init_logs(cfg.log_json);
     match cli.command.unwrap_or(Command::Run {
         no_metrics: false,
+        no_http: false,
         stop_on_stdin_close: false,
     }) {
         Command::CheckConfig
@@ -281,10 +293,14 @@ fn main() -> ExitCode {
         }
         Command::Run {
             no_metrics,
+            no_http,
             stop_on_stdin_close,
         } => {
             if no_metrics {
                 cfg.metrics_listen = None;
+            }
+            if no_http {
+                cfg.http.enabled = false;
             }
             // Every client connection takes a descriptor, and the soft limit a shell or a
             // service manager starts a process with (often 1,024) is far below what the

@@ -38,6 +38,8 @@ pub fn bin(name: &str) -> anyhow::Result<PathBuf> {
 pub struct Node {
     child: Option<Child>,
     pub addr: String,
+    /// The web page's base URL (`http://127.0.0.1:PORT`), when started with `--http-listen`.
+    pub web: Option<String>,
     pub data_dir: PathBuf,
     /// Lines the node wrote to stderr after it started listening.
     pub log: mpsc::Receiver<String>,
@@ -95,6 +97,10 @@ impl Node {
         if !extra.contains(&"--metrics-listen") {
             cmd.arg("--no-metrics");
         }
+        // Every node on its own port: the page's default (8080) would collide.
+        if !extra.contains(&"--http-listen") {
+            cmd.arg("--no-http");
+        }
         let mut child = cmd
             .arg("--data-dir")
             .arg(data_dir)
@@ -128,9 +134,15 @@ impl Node {
                             .unwrap_or("")
                             .trim_matches('"')
                             .to_owned();
+                        let web = seen.iter().find_map(|l: &String| {
+                            let rest = l.split("web page served at http://").nth(1)?;
+                            let a = rest.split(['/', ' ', '"']).next()?;
+                            Some(format!("http://{a}"))
+                        });
                         return Ok(Node {
                             child: Some(child),
                             addr: format!("http://{addr}"),
+                            web,
                             data_dir: data_dir.to_owned(),
                             log: rx,
                         });

@@ -261,7 +261,7 @@ fn a_store_is_served_only_with_its_own_network_and_maintenance_never_creates_one
         node_cmd(
             data,
             &args,
-            &["run", "--no-metrics", "--stop-on-stdin-close"],
+            &["run", "--no-metrics", "--no-http", "--stop-on-stdin-close"],
         )
     };
 

@@ -176,7 +176,13 @@ fn spawn_node(dir: &std::path::Path, extra: &[&str]) -> std::process::Child {
     Command::new(tests::bin("ledger-node").expect("binary"))
         .arg("run")
         .args(extra)
-        .args(["--no-metrics", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "--no-metrics",
+            "--no-http",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(dir)
         .env("RUST_LOG", "info")
         .stdin(Stdio::piped())

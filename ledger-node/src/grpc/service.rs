@@ -240,6 +240,40 @@ impl LedgerApi {
         Ok(checkpoints)
     }
 
+    /// A chain's signed export bundle: every committed event, the proof of any fork that
+    /// touches them, and the network's certificates and revocations, signed by the first
+    /// site of this node whose key may sign now. ExportChain streams it; the web page
+    /// renders it through the report.
+    ///
+    /// # Errors
+    /// NOT_FOUND for a chain this node does not hold; FAILED_PRECONDITION when no key of
+    /// this node may sign; the store's error otherwise.
+    pub async fn export_bundle(&self, coi: &Coi) -> Result<Vec<u8>, Status> {
+        let mut events = self.chain_events(coi).await?;
+        let exported_at = crate::pipeline::now();
+        let site = self.exporting_site(exported_at)?;
+        let heads = heads_of(&events);
+        let checkpoints = self.add_fork_evidence(&mut events).await?;
+        Ok(BundleDraft {
+            network: &self.network.id,
+            coi,
+            exported_at,
+            exporter: &site.id,
+            heads,
+            events: events.iter().map(Event::bytes).collect(),
+            certificates: self
+                .network
+                .certificates
+                .iter()
+                .map(|c| c.bytes())
+                .collect(),
+            revocations: self.network.revocations.iter().map(|r| r.bytes()).collect(),
+            checkpoints: checkpoints.iter().map(Checkpoint::bytes).collect(),
+            anchor: Some(self.network.anchor),
+        }
+        .sign(&site.key))
+    }
+
     fn trust(&self) -> Trust {
         Trust {
             anchor: self.network.anchor,
@@ -468,29 +502,7 @@ impl pb::ledger_service_server::LedgerService for LedgerApi {
     ) -> Result<Response<Self::ExportChainStream>, Status> {
         self.begin_read(&req).await?;
         let coi = self.coi("coi", &req.get_ref().coi)?;
-        let mut events = self.chain_events(&coi).await?;
-        let exported_at = crate::pipeline::now();
-        let site = self.exporting_site(exported_at)?;
-        let heads = heads_of(&events);
-        let checkpoints = self.add_fork_evidence(&mut events).await?;
-        let bundle = BundleDraft {
-            network: &self.network.id,
-            coi: &coi,
-            exported_at,
-            exporter: &site.id,
-            heads,
-            events: events.iter().map(Event::bytes).collect(),
-            certificates: self
-                .network
-                .certificates
-                .iter()
-                .map(|c| c.bytes())
-                .collect(),
-            revocations: self.network.revocations.iter().map(|r| r.bytes()).collect(),
-            checkpoints: checkpoints.iter().map(Checkpoint::bytes).collect(),
-            anchor: Some(self.network.anchor),
-        }
-        .sign(&site.key);
+        let bundle = self.export_bundle(&coi).await?;
         let total = bundle.len() as u64;
         let chunks: Vec<Result<pb::ExportChainResponse, Status>> = bundle
             .chunks(EXPORT_CHUNK_BYTES)
