@@ -458,6 +458,22 @@ async fn a_forged_second_event_for_a_used_seq_is_caught_everywhere() {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        // And the node raises it: a critical `feed_fork` alert naming the site.
+        loop {
+            let alerts = c.alerts(false).await.expect("alerts");
+            if alerts.iter().any(|a| {
+                a.kind == "feed_fork"
+                    && a.critical
+                    && a.site.as_ref().map(|s| s.as_str()) == Some("depot-1")
+            }) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {i} raised no feed_fork alert within 10 s: {alerts:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         let listed = c.chains(None, None, None).await.expect("list").chains;
         let chain = listed
             .iter()
@@ -766,4 +782,123 @@ async fn an_empty_store_signs_nothing_until_it_has_learned_its_feed() {
             v.findings
         );
     }
+}
+
+/// Waits until node `c` has an open `site_silent` alert for `site` (or none, when `open`
+/// is false); returns how long that took.
+async fn site_silent(c: &Client, site: &str, open: bool, within: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        let alerts = c.alerts(false).await.expect("alerts");
+        let is_open = alerts
+            .iter()
+            .any(|a| a.kind == "site_silent" && a.site.as_ref().map(|s| s.as_str()) == Some(site));
+        if is_open == open {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < within,
+            "site_silent for {site} is {} after {within:?}: {alerts:?}",
+            if is_open { "still open" } else { "not raised" }
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A site whose node stops is reported silent by the others once nothing (event or
+/// heartbeat) was heard from it for the configured time, and cleared when it is back;
+/// a site that is idle but running is never reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_that_falls_silent_is_reported_and_cleared_when_heard_again() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let nats = NatsServer::start().expect("nats-server starts");
+    let url = nats.url();
+    let cfg = tmp.path().join("node.toml");
+    std::fs::write(
+        &cfg,
+        "[alerts]\nsite_silence_ms = 3000\n[nats]\ncheckpoint_interval_ms = 500\n",
+    )
+    .expect("config");
+    let cfg = cfg.to_str().expect("utf-8").to_owned();
+    let dirs = [tmp.path().join("clinic"), tmp.path().join("depot")];
+    let network = dirs[0].join("network");
+    let network = network.to_str().expect("utf-8").to_owned();
+    let start = |i: usize| {
+        let mut args = vec!["--config", cfg.as_str()];
+        args.extend(node_args(
+            &url,
+            (i > 0).then_some(network.as_str()),
+            NODE_SITES[i],
+        ));
+        Node::start(&dirs[i], &args).expect("node starts")
+    };
+    let clinic_node = start(0);
+    let mut depot_node = start(1);
+    let auditor = std::fs::read_to_string(dirs[0].join("network/tokens/auditor.token"))
+        .expect("token")
+        .trim()
+        .to_owned();
+    let clinic = Client::connect(&clinic_node.addr, auditor)
+        .await
+        .expect("client");
+
+    // depot-1 signs one event (a heartbeat is a signed checkpoint of the site's feed, so
+    // a site is heard between events once its feed has begun).
+    let token = |name: &str| {
+        std::fs::read_to_string(dirs[0].join(format!("network/tokens/{name}.token")))
+            .expect("token")
+            .trim()
+            .to_owned()
+    };
+    Client::connect(&clinic_node.addr, token("clinic-a"))
+        .await
+        .expect("client")
+        .append(request("s-0", "clinic-a", &coi(0), T0, collection(0)))
+        .await
+        .expect("collection");
+    let depot = Client::connect(&depot_node.addr, token("depot-1"))
+        .await
+        .expect("client");
+    let deadline = Instant::now() + CONVERGE;
+    while let Err(e) = depot
+        .append(request(
+            "s-1",
+            "depot-1",
+            &coi(0),
+            T0 + 60,
+            note("idle from here"),
+        ))
+        .await
+    {
+        assert!(Instant::now() < deadline, "depot-1 cannot append: {e}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Nobody signs for mfg-1: silent from the start. depot-1's node is idle but sends
+    // heartbeats, so it is never reported.
+    site_silent(&clinic, "mfg-1", true, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let alerts = clinic.alerts(false).await.expect("alerts");
+    assert!(
+        !alerts
+            .iter()
+            .any(|a| a.kind == "site_silent"
+                && a.site.as_ref().map(|s| s.as_str()) == Some("depot-1")),
+        "{alerts:?}"
+    );
+
+    // depot-1's node stops: reported once 3 s passed without a word from it.
+    let stopped = Instant::now();
+    depot_node.kill();
+    site_silent(&clinic, "depot-1", true, Duration::from_secs(10)).await;
+    let took = stopped.elapsed();
+    assert!(
+        took >= Duration::from_millis(2400),
+        "raised after only {took:?}"
+    );
+
+    // Back: its first heartbeat clears it.
+    depot_node = start(1);
+    site_silent(&clinic, "depot-1", false, Duration::from_secs(15)).await;
+    drop(depot_node);
 }
