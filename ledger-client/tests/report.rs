@@ -246,8 +246,11 @@ fn without_an_anchor_the_page_says_the_anchor_was_not_checked() {
     assert!(html.contains("and the anchor key it names"));
     assert!(!html.contains("(SHA-256 fingerprint of the anchor public key)"));
     // The signatures are still checked: against the carried certificates the honest chain
-    // is intact.
+    // passes, yet the page never reads intact (or green) without an anchor.
     assert_eq!(checked.verdict().kind.as_str(), "intact");
+    assert!(html.contains("<span class=\"word\">UNVERIFIED</span>"));
+    assert!(html.contains("class=\"verdict unverified\""));
+    assert!(!html.contains("<span class=\"word\">INTACT</span>"));
 
     // A certificate the anchor never issued is a finding with the anchor, and without one
     // too: the bundle names its anchor, and the rogue certificate is not signed by it.

@@ -284,6 +284,7 @@ fn a_thousand_tampered_bundles_are_all_caught() {
             let want = match kind {
                 VerdictKind::Broken => 1,
                 VerdictKind::Incomplete => 4,
+                VerdictKind::Unverifiable => 5,
                 VerdictKind::Intact => 0,
             };
             assert_eq!(

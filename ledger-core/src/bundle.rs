@@ -335,25 +335,52 @@ pub fn verify_bundle_trusting(
             };
         }
     };
+    // Nothing can be checked against an anchor the evidence was not made under: the answer
+    // is "cannot be checked", never a finding per event that would read as tampering.
+    // The exporter's signature needs no anchor: a bundle altered after export is broken
+    // whoever's anchor is given.
+    let unverifiable = |bundle: Bundle, code: Code, message: String| {
+        let mut findings = vec![Finding::new(code, Vec::new(), message)];
+        if !bundle.signature_valid() {
+            findings.push(Finding::new(
+                Code::BundleBadSignature,
+                Vec::new(),
+                format!("the exporter's signature ({}) does not cover this bundle's contents: it was altered after export", bundle.exporter),
+            ));
+        }
+        BundleReport {
+            verdict: verdict_of(findings),
+            bundle: Some(bundle),
+            anchor: None,
+        }
+    };
+    if let (AnchorTrust::Key(key), Some(named)) = (trusted, bundle.anchor) {
+        if named != *key {
+            // A secret key read as a public one: its public half is the anchor named.
+            if SecretKey::from_seed(&key.0).public() == named {
+                return unverifiable(bundle, Code::BundleAnchorIsSecret, format!("the anchor you gave is the SECRET key of anchor {}, not its public key: nothing was checked; give the public key (anchor.pub) or its fingerprint, and keep the secret key off this machine", named.fingerprint()));
+            }
+            return unverifiable(bundle, Code::BundleAnchorMismatch, format!("the bundle names anchor {} but you trust {}: it comes from another network, or it was signed for another anchor; nothing in it can be checked against your anchor", named.fingerprint(), key.fingerprint()));
+        }
+    }
+    if let (AnchorTrust::Key(key), None) = (trusted, bundle.anchor) {
+        if !bundle.certificates.is_empty() && !bundle.certificates.iter().any(|c| c.signed_by(key))
+        {
+            let message = format!("none of the bundle's {} certificates was issued by the anchor you trust ({}): it comes from another network, or the anchor is wrong; nothing in it can be checked against your anchor", bundle.certificates.len(), key.fingerprint());
+            return unverifiable(bundle, Code::BundleAnchorNotIssuer, message);
+        }
+    }
     let mut bundle_findings = Vec::new();
     // The key the records are checked against, the records, and whether that key is one
     // the verifier trusts (rather than one the bundle vouches for itself).
     let (anchor, certificates, revocations, trusted_anchor) = match (trusted, bundle.anchor) {
-        (AnchorTrust::Key(key), named) => {
-            if let Some(named) = named.filter(|n| n != key) {
-                bundle_findings.push(Finding::new(
-                    Code::BundleAnchorMismatch,
-                    Vec::new(),
-                    format!("the bundle names anchor {} but you trust {}: it comes from another network, or its contents were signed for another anchor", named.fingerprint(), key.fingerprint()),
-                ));
-            }
-            (
-                *key,
-                bundle.certificates.clone(),
-                bundle.revocations.clone(),
-                Some(*key),
-            )
-        }
+        // A named anchor other than the key returned above.
+        (AnchorTrust::Key(key), _) => (
+            *key,
+            bundle.certificates.clone(),
+            bundle.revocations.clone(),
+            Some(*key),
+        ),
         (AnchorTrust::Fingerprint(fp), Some(named)) if named.fingerprint_of() == *fp => (
             named,
             bundle.certificates.clone(),
@@ -361,28 +388,12 @@ pub fn verify_bundle_trusting(
             Some(named),
         ),
         (AnchorTrust::Fingerprint(fp), Some(named)) => {
-            let findings = vec![Finding::new(
-                Code::BundleAnchorMismatch,
-                Vec::new(),
-                format!("the bundle names anchor {} but you trust {fp}: nothing in it can be checked against your anchor", named.fingerprint()),
-            )];
-            return BundleReport {
-                verdict: verdict_of(findings),
-                bundle: Some(bundle),
-                anchor: None,
-            };
+            let message = format!("the bundle names anchor {} but you trust {fp}: nothing in it can be checked against your anchor", named.fingerprint());
+            return unverifiable(bundle, Code::BundleAnchorMismatch, message);
         }
         (AnchorTrust::Fingerprint(fp), None) => {
-            let findings = vec![Finding::new(
-                Code::BundleAnchorUnknown,
-                Vec::new(),
-                format!("this bundle (format 1) does not carry its anchor key, so the fingerprint {fp} cannot be checked and nothing was verified: give the anchor key file instead"),
-            )];
-            return BundleReport {
-                verdict: verdict_of(findings),
-                bundle: Some(bundle),
-                anchor: None,
-            };
+            let message = format!("this bundle (format 1) does not carry its anchor key, so the fingerprint {fp} cannot be checked and nothing was verified: give the anchor key file instead");
+            return unverifiable(bundle, Code::BundleAnchorUnknown, message);
         }
         (AnchorTrust::Unchecked, Some(named)) => (
             named,
@@ -443,6 +454,16 @@ pub fn verify_bundle_trusting(
         checkpoints: bundle.checkpoints.clone(),
     };
     let mut verdict = verify(&bundle.events, &trust, &options);
+    if !bundle.events.iter().any(|e| e.coi() == &bundle.coi) {
+        bundle_findings.push(Finding::new(
+            Code::BundleNoEvents,
+            Vec::new(),
+            format!(
+                "the bundle holds no event of chain {}: there is nothing to show intact",
+                bundle.coi
+            ),
+        ));
+    }
     bundle_findings.append(&mut verdict.findings);
     verdict.findings = bundle_findings;
     verdict.kind = VerdictKind::from_findings(&verdict.findings);

@@ -15,6 +15,10 @@ pub enum Severity {
     Missing,
     /// Proof of a break.
     Break,
+    /// The evidence cannot be checked against the anchor the verifier trusts (another
+    /// network's, a fingerprint that matches nothing, a secret key given as the anchor):
+    /// nothing is said about the chain, neither intact nor broken.
+    Unverifiable,
 }
 
 macro_rules! codes {
@@ -115,11 +119,20 @@ codes! {
     BundleBadSignature = "bundle.bad_signature", Break;
     /// The exporter's key has no valid certificate from the anchor.
     BundleUntrustedExporter = "bundle.untrusted_exporter", Break;
-    /// The anchor the bundle names is not the one the verifier trusts.
-    BundleAnchorMismatch = "bundle.anchor_mismatch", Break;
+    /// The anchor the bundle names is not the one the verifier trusts: nothing in it can be
+    /// checked against the verifier's anchor.
+    BundleAnchorMismatch = "bundle.anchor_mismatch", Unverifiable;
     /// Only a fingerprint of the anchor was given, and the bundle does not carry the anchor
     /// key it could be checked against (format 1): nothing could be verified.
-    BundleAnchorUnknown = "bundle.anchor_unknown", Missing;
+    BundleAnchorUnknown = "bundle.anchor_unknown", Unverifiable;
+    /// The "anchor" given is the anchor's secret key (its public key is the one the bundle
+    /// names): a secret key is never a trust root, and it should not be where it was read.
+    BundleAnchorIsSecret = "bundle.anchor_is_secret", Unverifiable;
+    /// No certificate the bundle carries was issued by the anchor given (a bundle that
+    /// does not name its anchor): it comes from another network, or the anchor is wrong.
+    BundleAnchorNotIssuer = "bundle.anchor_not_issuer", Unverifiable;
+    /// The bundle holds no event of its chain: there is nothing to show intact.
+    BundleNoEvents = "bundle.no_events", Missing;
 }
 
 impl fmt::Display for Code {

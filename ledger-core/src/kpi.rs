@@ -291,7 +291,8 @@ pub fn compute<'a>(
                 continue;
             }
             VerdictKind::Incomplete => totals.incomplete += 1,
-            VerdictKind::Intact => {}
+            // A node's findings never say that; counted as it stands.
+            VerdictKind::Intact | VerdictKind::Unverifiable => {}
         }
         totals.counted += 1;
         let timeline = Timeline::fold(chain.coi, chain.events);

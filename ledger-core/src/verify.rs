@@ -81,6 +81,9 @@ pub enum VerdictKind {
     Broken,
     /// No break proven, but evidence is missing.
     Incomplete,
+    /// The evidence cannot be checked against the anchor the verifier trusts: no verdict
+    /// on the chain at all (see [`Severity::Unverifiable`]).
+    Unverifiable,
 }
 
 impl VerdictKind {
@@ -89,6 +92,7 @@ impl VerdictKind {
             VerdictKind::Intact => "intact",
             VerdictKind::Broken => "broken",
             VerdictKind::Incomplete => "incomplete",
+            VerdictKind::Unverifiable => "unverifiable",
         }
     }
 
@@ -97,14 +101,22 @@ impl VerdictKind {
             VerdictKind::Intact,
             VerdictKind::Broken,
             VerdictKind::Incomplete,
+            VerdictKind::Unverifiable,
         ]
         .into_iter()
         .find(|v| v.as_str() == text)
     }
 
+    /// A proven break first (an altered bundle is broken whatever the anchor), then
+    /// "cannot be checked", then missing evidence.
     pub fn from_findings(findings: &[Finding]) -> VerdictKind {
         if findings.iter().any(|f| f.severity() == Severity::Break) {
             VerdictKind::Broken
+        } else if findings
+            .iter()
+            .any(|f| f.severity() == Severity::Unverifiable)
+        {
+            VerdictKind::Unverifiable
         } else if findings.is_empty() {
             VerdictKind::Intact
         } else {

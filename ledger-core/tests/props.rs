@@ -279,6 +279,34 @@ fn small_bundle() -> (Vec<u8>, ledger_core::PublicKey) {
 }
 
 #[test]
+fn a_bundle_without_an_event_of_its_chain_is_never_intact() {
+    let t = trust();
+    let coi = Coi::parse("CHA999926ABC123").expect("fixed");
+    let empty = BundleDraft {
+        network: &network(),
+        coi: &coi,
+        exported_at: Timestamp(3_000),
+        exporter: &site(),
+        heads: vec![],
+        events: vec![],
+        certificates: t.certificates.iter().map(Certificate::bytes).collect(),
+        revocations: vec![],
+        checkpoints: vec![],
+        anchor: Some(anchor().public()),
+    }
+    .sign(&key());
+    let report = verify_bundle(&empty, &anchor().public(), &BundleOptions::default());
+    assert_eq!(report.verdict.kind, VerdictKind::Incomplete);
+    let codes: Vec<&str> = report
+        .verdict
+        .findings
+        .iter()
+        .map(|f| f.code.as_str())
+        .collect();
+    assert_eq!(codes, ["bundle.no_events"]);
+}
+
+#[test]
 fn the_small_bundle_is_intact() {
     let (bundle, anchor) = small_bundle();
     let report = verify_bundle(&bundle, &anchor, &BundleOptions::default());
@@ -322,19 +350,36 @@ fn a_bundle_verifies_by_the_anchor_fingerprint_and_only_by_the_right_one() {
         &AnchorTrust::Fingerprint(other.fingerprint_of()),
         &opts,
     );
-    assert_eq!(wrong.verdict.kind, VerdictKind::Broken);
-    assert_eq!(
-        wrong.verdict.findings[0].code.as_str(),
-        "bundle.anchor_mismatch"
-    );
+    // Another anchor: "cannot be checked", with one finding, never a break per event.
+    assert_eq!(wrong.verdict.kind, VerdictKind::Unverifiable);
+    let codes = |r: &ledger_core::BundleReport| {
+        r.verdict
+            .findings
+            .iter()
+            .map(|f| f.code.as_str())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(codes(&wrong), ["bundle.anchor_mismatch"]);
     assert_eq!(wrong.anchor, None);
     let wrong_key = verify_bundle(&bundle, &other, &opts);
-    assert_eq!(wrong_key.verdict.kind, VerdictKind::Broken);
-    assert!(wrong_key
-        .verdict
-        .findings
-        .iter()
-        .any(|f| f.code.as_str() == "bundle.anchor_mismatch"));
+    assert_eq!(wrong_key.verdict.kind, VerdictKind::Unverifiable);
+    assert_eq!(codes(&wrong_key), ["bundle.anchor_mismatch"]);
+    // The anchor's secret key given as if it were the public key: said so.
+    let secret = ledger_core::PublicKey([7; 32]);
+    let by_secret = verify_bundle(&bundle, &secret, &opts);
+    assert_eq!(by_secret.verdict.kind, VerdictKind::Unverifiable);
+    assert_eq!(codes(&by_secret), ["bundle.anchor_is_secret"]);
+    // Altered after export and checked against another anchor: still broken.
+    let mut altered = bundle.clone();
+    let last = altered.len() - 40;
+    altered[last] ^= 1;
+    let r = verify_bundle(&altered, &other, &opts);
+    assert_eq!(
+        r.verdict.kind,
+        VerdictKind::Broken,
+        "{:?}",
+        r.verdict.findings
+    );
 
     // Unchecked: judged against the anchor the bundle names, and the report says it is not
     // a trusted one.

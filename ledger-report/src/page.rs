@@ -110,6 +110,12 @@ fn verdict_view(kind: VerdictKind) -> VerdictView {
             headline: "the evidence proves a break in the chain",
             sentence: "At least one finding proves that identity, custody, condition or the record itself is wrong: this patient's chain cannot be relied on past the flagged events until every finding below has been investigated.",
         },
+        VerdictKind::Unverifiable => VerdictView {
+            word: "UNVERIFIABLE",
+            class: "unverifiable",
+            headline: "the evidence cannot be checked against your anchor",
+            sentence: "This bundle was not made under the anchor given (another network's anchor, a fingerprint that matches nothing, or a secret key given in place of the public key): nothing below says whether this patient's chain is intact or broken. Check it again with the right anchor.",
+        },
         VerdictKind::Incomplete => VerdictView {
             word: "INCOMPLETE",
             class: "incomplete",
@@ -390,7 +396,17 @@ pub(crate) fn page(c: &Checked) -> Page {
     Page {
         version: env!("CARGO_PKG_VERSION"),
         coi: bundle.coi.to_string(),
-        verdict: verdict_view(verdict.kind),
+        // Without an anchor, "every check passed" rests on keys the bundle vouches for
+        // itself: never shown as intact.
+        verdict: match (verdict.kind, c.anchor) {
+            (VerdictKind::Intact, None) => VerdictView {
+                word: "UNVERIFIED",
+                class: "unverified",
+                headline: "no anchor was given, so who signed could not be checked",
+                sentence: "Every check that needs no anchor passed, but the certificates were judged only by the bundle's own word: this page does not show that the chain is intact. Make it again with the network's anchor (ledger report --anchor).",
+            },
+            (kind, _) => verdict_view(kind),
+        },
         anchor_fingerprint: c.anchor.map(|a| a.fingerprint()),
         named_anchor: bundle.anchor.map(|a| a.fingerprint()),
         status: verdict.status.as_str(),
@@ -422,6 +438,7 @@ pub(crate) fn page(c: &Checked) -> Page {
 fn severity_word(f: &Finding) -> &'static str {
     match (f.severity(), f.depends_on_missing) {
         (Severity::Break, _) => "break",
+        (Severity::Unverifiable, _) => "cannot be checked",
         (Severity::Missing, true) => "missing evidence (judged without part of its past)",
         (Severity::Missing, false) => "missing evidence",
     }

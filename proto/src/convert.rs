@@ -609,6 +609,7 @@ pub fn verdict_to_wire(v: VerdictKind) -> pb::Verdict {
         VerdictKind::Intact => pb::Verdict::Intact,
         VerdictKind::Broken => pb::Verdict::Broken,
         VerdictKind::Incomplete => pb::Verdict::Incomplete,
+        VerdictKind::Unverifiable => pb::Verdict::Unverifiable,
     }
 }
 
@@ -617,6 +618,7 @@ pub fn verdict_from_wire(v: i32) -> Option<VerdictKind> {
         pb::Verdict::Intact => Some(VerdictKind::Intact),
         pb::Verdict::Broken => Some(VerdictKind::Broken),
         pb::Verdict::Incomplete => Some(VerdictKind::Incomplete),
+        pb::Verdict::Unverifiable => Some(VerdictKind::Unverifiable),
         pb::Verdict::Unspecified => None,
     }
 }

@@ -359,7 +359,23 @@ fn init_rotate_revoke_and_verify_by_fingerprint() {
     );
     assert!(words.contains("The evidence is complete"), "{}", text(&o));
 
-    // The wrong anchor's fingerprint is a break, never intact.
+    // The anchor's SECRET key given as the anchor: refused as "cannot be checked" (exit 5),
+    // and said so.
+    let o = run(
+        &[
+            "verify-bundle",
+            p(&bundle),
+            "--anchor",
+            p(&root.join("anchor/anchor.key")),
+            "--output",
+            "json",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(5), "{}", text(&o));
+    assert_eq!(json(&o)["findings"][0]["code"], "bundle.anchor_is_secret");
+
+    // The wrong anchor's fingerprint is never intact.
     let other = json(&run(
         &[
             "network",
@@ -382,8 +398,11 @@ fn init_rotate_revoke_and_verify_by_fingerprint() {
         ],
         &[],
     );
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    // Another network's anchor: "cannot be checked" (exit 5), not a break.
+    assert_eq!(o.status.code(), Some(5), "{}", text(&o));
+    assert_eq!(json(&o)["verdict"], "unverifiable");
     assert_eq!(json(&o)["findings"][0]["code"], "bundle.anchor_mismatch");
+    assert_eq!(json(&o)["findings"].as_array().map(Vec::len), Some(1));
 }
 
 #[test]

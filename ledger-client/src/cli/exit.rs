@@ -7,6 +7,7 @@
 //! | 2 | usage error (bad flag, bad argument, invalid journey or step file), or the node refused the call (its message is printed) |
 //! | 3 | file (or node) unreadable or unreachable, or the node failed to answer properly |
 //! | 4 | evidence incomplete |
+//! | 5 | the evidence cannot be checked against the anchor given (another network's, a fingerprint that matches nothing, a secret key given as the anchor) |
 
 use super::replay::ReplayError;
 use crate::client;
@@ -35,6 +36,7 @@ pub const BROKEN: u8 = 1;
 pub const USAGE: u8 = 2;
 pub const UNREADABLE: u8 = 3;
 pub const INCOMPLETE: u8 = 4;
+pub const UNVERIFIABLE: u8 = 5;
 
 pub fn for_error(err: &CliError) -> ExitCode {
     ExitCode::from(code_for_error(err))
@@ -80,5 +82,6 @@ pub fn code_for_verdict(kind: VerdictKind) -> u8 {
         VerdictKind::Intact => OK,
         VerdictKind::Broken => BROKEN,
         VerdictKind::Incomplete => INCOMPLETE,
+        VerdictKind::Unverifiable => UNVERIFIABLE,
     }
 }

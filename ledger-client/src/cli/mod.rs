@@ -368,7 +368,7 @@ enum Command {
     },
     /// Verify an exported bundle offline: no node, no network, only the anchor key.
     ///
-    /// Exit codes: 0 intact, 1 broken, 4 incomplete, 2 usage error, 3 file unreadable.
+    /// Exit codes: 0 intact, 1 broken, 4 incomplete, 5 cannot be checked against the anchor, 2 usage error, 3 file unreadable.
     VerifyBundle {
         /// The bundle file (from `ledger export` or `ledger fixture build`).
         bundle: PathBuf,
@@ -421,8 +421,8 @@ enum Command {
     /// bundle is rendered as it is, unverified.
     ///
     /// Exit codes: 0 written, 1 the file is not a bundle or --anchor finds the chain broken,
-    /// 4 --anchor finds it incomplete (nothing written for 1 and 4), 2 usage error, 3 file
-    /// unreadable or unwritable.
+    /// 4 --anchor finds it incomplete, 5 it cannot be checked against that anchor (nothing
+    /// written for 1, 4 and 5), 2 usage error, 3 file unreadable or unwritable.
     Epcis {
         /// The bundle file (from `ledger export` or `ledger fixture build`).
         bundle: PathBuf,

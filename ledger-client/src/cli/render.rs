@@ -229,6 +229,9 @@ fn headline(kind: VerdictKind) -> &'static str {
         VerdictKind::Intact => "INTACT: every check passed, no finding",
         VerdictKind::Broken => "BROKEN: the evidence proves a break in the chain",
         VerdictKind::Incomplete => "INCOMPLETE: no break proven, but evidence is missing",
+        VerdictKind::Unverifiable => {
+            "UNVERIFIABLE: the evidence cannot be checked against your anchor; nothing is said about the chain"
+        }
     }
 }
 
