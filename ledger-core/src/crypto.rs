@@ -80,7 +80,7 @@ impl PublicKey {
     }
 
     pub fn to_hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
+        crate::ids::hex_lower(&self.0)
     }
 
     /// The curve point, or `None` when the bytes are not a valid point.

@@ -283,11 +283,7 @@ pub struct EventId(pub [u8; 32]);
 
 impl EventId {
     pub fn to_hex(&self) -> String {
-        let mut s = String::with_capacity(64);
-        for b in self.0 {
-            s.push_str(&format!("{b:02x}"));
-        }
-        s
+        hex_lower(&self.0)
     }
 
     /// The first 12 hex digits, enough to tell events apart in a report.
@@ -327,8 +323,26 @@ impl fmt::Debug for EventId {
     }
 }
 
+/// Lower-case hex of `bytes`: ids and keys go out as hex in every answer and export, so
+/// this avoids a formatter call per byte.
+pub fn hex_lower(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn hex_is_lower_case_two_digits_a_byte() {
+        assert_eq!(super::hex_lower(&[0x00, 0x0f, 0xa0, 0xff]), "000fa0ff");
+        assert_eq!(super::hex_lower(&[]), "");
+    }
+
     use super::*;
 
     #[track_caller]

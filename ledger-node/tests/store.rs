@@ -1341,3 +1341,44 @@ proptest! {
         }
     }
 }
+
+/// Reading forward by store position, page by page with the cursor each page returns,
+/// gives every record once in log order, the same as reading each page from its position
+/// alone; a stale cursor is ignored.
+#[test]
+fn records_after_pages_with_or_without_a_cursor_give_the_log_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let (_, records) = synth_records(1_100);
+    let (store, ..) = open(&cfg);
+    for batch in records.chunks(97) {
+        store.commit(batch).unwrap();
+    }
+    assert_eq!(store.last_position(), 1_100);
+    let want: Vec<(u64, EventId)> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (i as u64 + 1, r.event.id()))
+        .collect();
+    for (limit, bytes) in [(300, 64 * 1024), (256, 1024), (2_000, 1 << 20)] {
+        let (mut with, mut without) = (Vec::new(), Vec::new());
+        let (mut after, mut cursor) = (0, None);
+        loop {
+            let (page, next) = store.records_after(after, cursor, limit, bytes).unwrap();
+            let Some(&(last, _)) = page.last() else { break };
+            assert!(page.len() <= limit);
+            with.extend(page.iter().map(|(p, e)| (*p, e.id())));
+            let (alone, _) = store.records_after(after, None, limit, bytes).unwrap();
+            without.extend(alone.iter().map(|(p, e)| (*p, e.id())));
+            after = last;
+            cursor = next;
+        }
+        assert_eq!(with, want, "limit {limit}, bytes {bytes}");
+        assert_eq!(without, want, "limit {limit}, bytes {bytes}");
+    }
+    // A cursor of another position is not used.
+    let (_, cursor) = store.records_after(10, None, 5, 4096).unwrap();
+    let (page, _) = store.records_after(500, cursor, 3, 4096).unwrap();
+    let got: Vec<u64> = page.iter().map(|(p, _)| *p).collect();
+    assert_eq!(got, [501, 502, 503]);
+}

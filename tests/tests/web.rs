@@ -303,8 +303,16 @@ async fn the_worklist_shows_urgency_first_and_refuses_bad_filters() {
     let clinic = node.token("clinic-a").expect("token");
     let cookie = sign_in(&web, &node.token("auditor").expect("token"));
 
-    let p = get(&format!("{web}/"), Some(&cookie));
-    assert_eq!(p.status, 200);
+    // The alert engine judges a chain just after its commit: wait for its overdue alert.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let p = loop {
+        let p = get(&format!("{web}/"), Some(&cookie));
+        assert_eq!(p.status, 200);
+        if p.body.contains("deadline_overdue") || Instant::now() > deadline {
+            break p;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     let order: Vec<String> = rows(&p.body).into_iter().map(|(c, _)| c).collect();
     assert_eq!(order, [OVERDUE, SOON, FAR]);
     let overdue = row_of(&p.body, OVERDUE);

@@ -37,7 +37,9 @@ pub const WATCH_QUEUE: usize = 1024;
 /// by bytes; past it the stream reads from the log again when the reader resumes.
 pub const STREAM_QUEUE: usize = 16;
 /// Events read from the log per Subscribe catch-up page, and the bytes read at a time.
-pub const SUBSCRIBE_PAGE: usize = 256;
+pub const SUBSCRIBE_PAGE: usize = 512;
+/// Messages queued for one Subscribe stream.
+pub const SUBSCRIBE_QUEUE: usize = 256;
 pub const SUBSCRIBE_READ_BYTES: usize = 256 * 1024;
 /// Most alerts in one WatchAlerts snapshot (the most urgent).
 pub const ALERT_SNAPSHOT_MAX: usize = 10_000;
@@ -778,7 +780,9 @@ impl pb::ledger_service_server::LedgerService for LedgerApi {
         let mut live = self.pipeline.subscribe();
         let pipeline = self.pipeline.clone();
         let shutdown = self.shutdown.clone();
-        let (tx, rx) = tokio::sync::mpsc::channel(STREAM_QUEUE);
+        // A page's worth of queue: the catch-up hands over a page without waking the
+        // sender per event; at about 1 KiB an event it still bounds a stalled reader.
+        let (tx, rx) = tokio::sync::mpsc::channel(SUBSCRIBE_QUEUE);
         let stopping = |sent: u64| {
             Status::unavailable(format!(
                 "the node is stopping; subscribe again with from_position {sent}"
@@ -786,18 +790,29 @@ impl pb::ledger_service_server::LedgerService for LedgerApi {
         };
         tokio::spawn(async move {
             let mut sent = from;
+            let mut cursor = None;
             loop {
                 // Catch up from the log: a reader that fell behind reads from disk, in pages,
-                // never from a buffer that grows with its lag.
-                while sent < pipeline.store().last_position() {
+                // never from a buffer that grows with its lag. The next page is read while
+                // this one is sent (two pages at most are held).
+                let read = |after: u64, cursor| {
                     let store = pipeline.store().clone();
-                    let after = sent;
-                    let page = tokio::task::spawn_blocking(move || {
-                        store.records_after(after, SUBSCRIBE_PAGE, SUBSCRIBE_READ_BYTES)
+                    tokio::task::spawn_blocking(move || {
+                        store.records_after(after, cursor, SUBSCRIBE_PAGE, SUBSCRIBE_READ_BYTES)
                     })
+                };
+                let mut prefetched = None;
+                while sent < pipeline.store().last_position() {
+                    let page = match prefetched.take() {
+                        Some(next) => next,
+                        None => read(sent, cursor),
+                    }
                     .await;
                     let events = match page {
-                        Ok(Ok(events)) if !events.is_empty() => events,
+                        Ok(Ok((events, next_cursor))) if !events.is_empty() => {
+                            cursor = next_cursor;
+                            events
+                        }
                         Ok(Err(e)) => {
                             let _ = tx.send(Err(status::store_error(&e))).await;
                             return;
@@ -809,6 +824,9 @@ impl pb::ledger_service_server::LedgerService for LedgerApi {
                         return;
                     }
                     let last = events.last().map_or(sent, |(p, _)| *p);
+                    if last < pipeline.store().last_position() {
+                        prefetched = Some(read(last, cursor));
+                    }
                     let mut matched = false;
                     for (position, e) in events {
                         if !filter.matches(&e) {

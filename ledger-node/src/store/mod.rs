@@ -320,6 +320,17 @@ impl Written {
 /// read from a store position starts near it ([`Store::records_after`]).
 pub const POSITION_STRIDE: u64 = 256;
 
+/// Events with their store positions, and where the next page starts.
+pub type Page = (Vec<(u64, Event)>, Option<LogCursor>);
+
+/// Where the record after store position `position` starts in the log: returned by
+/// [`Store::records_after`] so the next page starts there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogCursor {
+    position: u64,
+    offset: u64,
+}
+
 /// Log offsets of store positions 1, 1 + stride, 1 + 2 stride, ..., and where the visible
 /// (indexed) log ends.
 #[derive(Debug, Default)]
@@ -714,47 +725,56 @@ impl Store {
     /// Events in store order (the log's order: every chain's events in their chain order),
     /// with their 1-based store positions: those after position `after`, at most `limit`,
     /// and only events the index already holds (acknowledged and visible). Reads about
-    /// `bytes` of log at a time.
+    /// `bytes` of log at a time. `resume` is the [`LogCursor`] a previous call returned: when
+    /// it points just past `after`, reading starts there instead of at the nearest position
+    /// mark, so a reader going forward page by page decodes each record once.
     ///
     /// # Errors
     /// [`StoreError::Io`] or [`StoreError::LogRecordUnreadable`].
     pub fn records_after(
         &self,
         after: u64,
+        resume: Option<LogCursor>,
         limit: usize,
         bytes: usize,
-    ) -> Result<Vec<(u64, Event)>, StoreError> {
+    ) -> Result<Page, StoreError> {
         let (mut position, mut offset, n_visible, visible_end) = {
             let positions = self.positions.read().unwrap_or_else(|p| p.into_inner());
             if after >= positions.n_visible {
-                return Ok(Vec::new());
+                return Ok((Vec::new(), resume));
             }
-            let k = (after / POSITION_STRIDE) as usize;
-            let Some(&offset) = positions.marks.get(k) else {
-                return Ok(Vec::new());
+            let (position, offset) = match resume {
+                Some(c) if c.position == after => (c.position, c.offset),
+                _ => {
+                    let k = (after / POSITION_STRIDE) as usize;
+                    let Some(&offset) = positions.marks.get(k) else {
+                        return Ok((Vec::new(), None));
+                    };
+                    (k as u64 * POSITION_STRIDE, offset)
+                }
             };
-            (
-                k as u64 * POSITION_STRIDE,
-                offset,
-                positions.n_visible,
-                positions.visible_end,
-            )
+            (position, offset, positions.n_visible, positions.visible_end)
         };
         let mut out = Vec::new();
+        let mut cursor = None;
         while out.len() < limit && position < n_visible {
             let run = log::read_run(&self.reader, &self.log_path, offset, visible_end, bytes)?;
             if run.is_empty() {
                 break;
             }
             for (record, end) in run {
+                if out.len() >= limit || position >= n_visible {
+                    break;
+                }
                 position += 1;
                 offset = end;
-                if position > after && out.len() < limit && position <= n_visible {
+                if position > after {
                     out.push((position, record.event));
+                    cursor = Some(LogCursor { position, offset });
                 }
             }
         }
-        Ok(out)
+        Ok((out, cursor))
     }
 
     /// The number of the last visible store position (events indexed).
