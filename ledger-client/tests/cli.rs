@@ -197,6 +197,28 @@ fn a_file_that_is_not_a_bundle_exits_1() {
     assert_eq!(out.status.code(), Some(1));
 }
 
+/// A file over the largest bundle is refused before it is read: exit 3, the file named,
+/// and the process never holds it (a sparse 1 GiB file, and /dev/zero, which never ends).
+#[test]
+fn a_file_over_the_bundle_limit_is_refused_before_it_is_read() {
+    let s = Setup::new();
+    let big = s.path("huge.bundle");
+    std::fs::File::create(&big)
+        .and_then(|f| f.set_len(1 << 30))
+        .expect("sparse file");
+    let anchor = s.path("any-anchor.pub");
+    std::fs::write(&anchor, "ab".repeat(32)).expect("anchor file");
+    for file in [big.as_str(), "/dev/zero"] {
+        let out = ledger(&["verify-bundle", file, "--anchor", &anchor]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{file}: {stderr}");
+        assert!(
+            stderr.contains(file) && stderr.contains("more than the 268435456 bytes (256 MiB)"),
+            "{stderr}"
+        );
+    }
+}
+
 #[test]
 fn missing_file_exits_3_and_bad_usage_exits_2() {
     let s = Setup::new();

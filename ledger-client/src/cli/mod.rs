@@ -900,8 +900,35 @@ fn read_text(path: &Path) -> Result<String, CliError> {
     std::fs::read_to_string(path).map_err(|e| unreadable(path, e))
 }
 
+/// Reads a whole input file, refusing one larger than the largest bundle before reading
+/// it (and, for a pipe or a device, after reading one byte past the limit): no input makes
+/// the CLI hold more than that.
 fn read(path: &Path) -> Result<Vec<u8>, CliError> {
-    std::fs::read(path).map_err(|e| unreadable(path, e))
+    use std::io::Read as _;
+    let limit = ledger_core::bundle::BUNDLE_BYTES_MAX as u64;
+    let too_large = |n: u64| {
+        CliError::Unreadable {
+        path: path.display().to_string(),
+        reason: format!(
+            "it is {}{n} bytes, more than the {limit} bytes (256 MiB) this command reads; no bundle is that large",
+            if n > limit { "" } else { "over " }
+        ),
+    }
+    };
+    let file = std::fs::File::open(path).map_err(|e| unreadable(path, e))?;
+    if let Ok(meta) = file.metadata() {
+        if meta.is_file() && meta.len() > limit {
+            return Err(too_large(meta.len()));
+        }
+    }
+    let mut bytes = Vec::new();
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| unreadable(path, e))?;
+    if bytes.len() as u64 > limit {
+        return Err(too_large(limit));
+    }
+    Ok(bytes)
 }
 
 fn write(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
