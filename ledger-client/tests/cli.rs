@@ -503,3 +503,94 @@ fn report_and_epcis_speak_json_when_asked() {
         );
     }
 }
+
+/// The CBOR head of major type `major` with argument `n` (shortest form, as canonical
+/// CBOR has it).
+fn cbor_head(major: u8, n: u64) -> Vec<u8> {
+    let m = major << 5;
+    match n {
+        0..=23 => vec![m | n as u8],
+        24..=0xff => vec![m | 24, n as u8],
+        0x100..=0xffff => [vec![m | 25], (n as u16).to_be_bytes().to_vec()].concat(),
+        0x1_0000..=0xffff_ffff => [vec![m | 26], (n as u32).to_be_bytes().to_vec()].concat(),
+        _ => [vec![m | 27], n.to_be_bytes().to_vec()].concat(),
+    }
+}
+
+/// A 1 MB bundle (format 2) whose one million event entries are empty byte strings,
+/// naming the anchor `anchor`.
+fn million_empty_entries(anchor: [u8; 32]) -> Vec<u8> {
+    let text = |s: &str| [cbor_head(3, s.len() as u64), s.as_bytes().to_vec()].concat();
+    let bytes = |b: &[u8]| [cbor_head(2, b.len() as u64), b.to_vec()].concat();
+    let n = 1_000_000;
+    let mut body = cbor_head(4, 12);
+    body.extend(cbor_head(0, 2));
+    body.extend(text("dev-net"));
+    body.extend(text("CHA999926ABC123"));
+    body.extend(cbor_head(0, 1000));
+    body.extend(text("clinic-a"));
+    body.extend(bytes(&[0x11; 32]));
+    body.extend(cbor_head(4, 0));
+    body.extend(cbor_head(4, n));
+    body.extend(std::iter::repeat_n(0x40, n as usize));
+    for _ in 0..3 {
+        body.extend(cbor_head(4, 0));
+    }
+    body.extend(bytes(&anchor));
+    [cbor_head(4, 2), body, bytes(&[0x33; 64])].concat()
+}
+
+/// A file of a million broken parts costs one summary line, not a million findings: under
+/// a 512 MiB address-space limit (util-linux `prlimit`, installed by scripts/setup) both
+/// commands finish, and what they print stays small.
+#[test]
+fn a_million_broken_parts_stay_within_512_mib_and_a_small_output() {
+    let s = Setup::new();
+    let file = s.path("million.bundle");
+    std::fs::write(&file, million_empty_entries([0x22; 32])).expect("write");
+    let anchor = s.path("anchor-22.pub");
+    std::fs::write(&anchor, "22".repeat(32)).expect("anchor");
+    let limited = |args: &[&str]| {
+        Command::new("prlimit")
+            .arg(format!("--as={}", 512u64 << 20))
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_ledger"))
+            .args(args)
+            .output()
+            .expect("prlimit")
+    };
+    let out = limited(&[
+        "verify-bundle",
+        &file,
+        "--anchor",
+        &anchor,
+        "--output",
+        "json",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stdout.len() < 1 << 20,
+        "{} bytes printed",
+        out.stdout.len()
+    );
+    assert!(
+        stdout.contains("and 999900 more parts that do not decode"),
+        "{stdout}"
+    );
+    let page = s.path("million.html");
+    let out = limited(&["report", &file, "--anchor", &anchor, "--out", &page]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let len = std::fs::metadata(&page).expect("page").len();
+    assert!(len < 1 << 20, "a {len}-byte page");
+}

@@ -126,6 +126,37 @@ fn byte_items(f: &mut Fields, field: &str, max: usize) -> Result<Vec<Vec<u8>>, D
         .collect()
 }
 
+/// Parts that do not decode: the first [`DEFECTS_LISTED`] by name, the rest counted, so a
+/// file of a million broken parts makes one summary line, not a million findings.
+#[derive(Default)]
+struct Defects {
+    listed: Vec<String>,
+    more: usize,
+}
+
+/// Defects named one by one before the rest are only counted.
+pub const DEFECTS_LISTED: usize = 100;
+
+impl Defects {
+    fn note(&mut self, message: impl FnOnce() -> String) {
+        if self.listed.len() < DEFECTS_LISTED {
+            self.listed.push(message());
+        } else {
+            self.more += 1;
+        }
+    }
+
+    fn into_list(mut self) -> Vec<String> {
+        if self.more > 0 {
+            self.listed.push(format!(
+                "and {} more parts that do not decode (only the first {DEFECTS_LISTED} are named)",
+                self.more
+            ));
+        }
+        self.listed
+    }
+}
+
 impl Bundle {
     /// Decodes a bundle. The framing must be exact; an event or record inside that does not
     /// decode is recorded in `defects` rather than failing the whole bundle, so a report
@@ -182,7 +213,7 @@ impl Bundle {
         if heads.windows(2).any(|w| w[0] >= w[1]) {
             return Err(shape(WHAT, "heads must be strictly ascending"));
         }
-        let mut defects = Vec::new();
+        let mut defects = Defects::default();
         let mut events = Vec::new();
         for (i, b) in byte_items(&mut f, "events", BUNDLE_EVENTS_MAX)?
             .into_iter()
@@ -190,7 +221,7 @@ impl Bundle {
         {
             match Event::from_bytes(&b) {
                 Ok(e) => events.push(e),
-                Err(err) => defects.push(format!("event #{i}: {err}")),
+                Err(err) => defects.note(|| format!("event #{i}: {err}")),
             }
         }
         let mut certificates = Vec::new();
@@ -200,7 +231,7 @@ impl Bundle {
         {
             match Certificate::from_bytes(&b) {
                 Ok(c) => certificates.push(c),
-                Err(err) => defects.push(format!("certificate #{i}: {err}")),
+                Err(err) => defects.note(|| format!("certificate #{i}: {err}")),
             }
         }
         let mut revocations = Vec::new();
@@ -210,7 +241,7 @@ impl Bundle {
         {
             match Revocation::from_bytes(&b) {
                 Ok(r) => revocations.push(r),
-                Err(err) => defects.push(format!("revocation #{i}: {err}")),
+                Err(err) => defects.note(|| format!("revocation #{i}: {err}")),
             }
         }
         let mut checkpoints = Vec::new();
@@ -220,7 +251,7 @@ impl Bundle {
         {
             match Checkpoint::from_bytes(&b) {
                 Ok(c) => checkpoints.push(c),
-                Err(err) => defects.push(format!("checkpoint #{i}: {err}")),
+                Err(err) => defects.note(|| format!("checkpoint #{i}: {err}")),
             }
         }
         let anchor = if format == 2 {
@@ -241,7 +272,7 @@ impl Bundle {
             revocations,
             checkpoints,
             anchor,
-            defects,
+            defects: defects.into_list(),
             body_bytes,
             signature,
         })
