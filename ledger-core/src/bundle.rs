@@ -134,8 +134,9 @@ struct Defects {
     more: usize,
 }
 
-/// Defects named one by one before the rest are only counted.
-pub const DEFECTS_LISTED: usize = 100;
+/// Defects named one by one before the rest are only counted (fewer than
+/// [`crate::finding::FINDINGS_SHOWN_PER_CODE`], so the count is always shown too).
+pub const DEFECTS_LISTED: usize = 50;
 
 impl Defects {
     fn note(&mut self, message: impl FnOnce() -> String) {

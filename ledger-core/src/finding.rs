@@ -195,3 +195,54 @@ impl Finding {
         }
     }
 }
+
+/// Findings of one code listed one by one before the rest are only counted.
+pub const FINDINGS_SHOWN_PER_CODE: usize = 100;
+
+/// The findings as a person or a program is shown them: at most `per_code` of each code,
+/// in their order, and for each code cut short how many were left out (in code order).
+/// A verdict is always judged on every finding; this only bounds what is printed.
+pub fn shown(findings: &[Finding], per_code: usize) -> (Vec<&Finding>, Vec<(Code, usize)>) {
+    let mut taken: std::collections::BTreeMap<Code, usize> = std::collections::BTreeMap::new();
+    let mut listed = Vec::new();
+    for f in findings {
+        let n = taken.entry(f.code).or_default();
+        *n += 1;
+        if *n <= per_code {
+            listed.push(f);
+        }
+    }
+    let left_out = taken
+        .into_iter()
+        .filter(|(_, n)| *n > per_code)
+        .map(|(code, n)| (code, n - per_code))
+        .collect();
+    (listed, left_out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shown_lists_the_first_of_each_code_and_counts_the_rest() {
+        let f = |code| Finding::new(code, Vec::new(), "x");
+        let mut all = vec![f(Code::BundleMalformed); 5];
+        all.insert(2, f(Code::BundleNoEvents));
+        let (listed, left_out) = shown(&all, 3);
+        let codes: Vec<Code> = listed.iter().map(|f| f.code).collect();
+        assert_eq!(
+            codes,
+            [
+                Code::BundleMalformed,
+                Code::BundleMalformed,
+                Code::BundleNoEvents,
+                Code::BundleMalformed
+            ]
+        );
+        assert_eq!(left_out, [(Code::BundleMalformed, 2)]);
+        let (listed, left_out) = shown(&all, 100);
+        assert_eq!(listed.len(), 6);
+        assert!(left_out.is_empty());
+    }
+}

@@ -74,8 +74,9 @@ fn n_missing(report: &BundleReport) -> usize {
 
 pub fn verdict_json(report: &BundleReport, trusted: &AnchorTrust) -> String {
     let v = &report.verdict;
-    let findings: Vec<_> = v
-        .findings
+    let (listed, left_out) =
+        ledger_core::finding::shown(&v.findings, ledger_core::finding::FINDINGS_SHOWN_PER_CODE);
+    let findings: Vec<_> = listed
         .iter()
         .map(|f| json!({ "code": f.code.as_str(), "events": f.events.iter().map(|e| e.to_hex()).collect::<Vec<_>>(), "message": f.message, "depends_on_missing": f.depends_on_missing }))
         .collect();
@@ -99,6 +100,11 @@ pub fn verdict_json(report: &BundleReport, trusted: &AnchorTrust) -> String {
         "coi": v.coi.as_ref().map(|c| c.as_str().to_owned()),
         "n_events": v.n_events,
         "findings": findings,
+        "n_findings": v.findings.len(),
+        "findings_not_listed": left_out
+            .iter()
+            .map(|(code, n)| json!({ "code": code.as_str(), "count": n }))
+            .collect::<Vec<_>>(),
         "evidence_complete": n_missing(report) == 0,
         "rests_on": {
             "anchor_fingerprint": report.anchor.map(|a| a.fingerprint()),
@@ -137,7 +143,9 @@ pub fn verdict_text(report: &BundleReport, trusted: &AnchorTrust) -> String {
             .set_content_arrangement(ContentArrangement::Dynamic)
             .set_width(120);
         table.set_header(vec!["code", "events", "finding"]);
-        for f in &v.findings {
+        let (listed, left_out) =
+            ledger_core::finding::shown(&v.findings, ledger_core::finding::FINDINGS_SHOWN_PER_CODE);
+        for f in listed {
             let events: Vec<String> = f.events.iter().map(|e| e.short()).collect();
             let code = if f.depends_on_missing {
                 format!("{} (?)", f.code)
@@ -145,6 +153,16 @@ pub fn verdict_text(report: &BundleReport, trusted: &AnchorTrust) -> String {
                 f.code.as_str().to_owned()
             };
             table.add_row(vec![code, events.join("\n"), visible(&f.message)]);
+        }
+        for (code, n) in &left_out {
+            table.add_row(vec![
+                code.as_str().to_owned(),
+                String::new(),
+                format!(
+                    "and {n} more {code} findings (only the first {} of each code are listed)",
+                    ledger_core::finding::FINDINGS_SHOWN_PER_CODE
+                ),
+            ]);
         }
         out.push_str(&format!("{table}\n"));
     }
