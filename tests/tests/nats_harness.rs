@@ -284,33 +284,10 @@ fn stop_kill_and_drop_leave_no_server_running() {
     assert!(!store.exists(), "drop left the store {}", store.display());
 }
 
-/// Not a test by itself: the process that [`a_killed_test_process_leaves_no_server_running`]
-/// starts and then kills. It holds a server and prints its pid and port.
-#[test]
-#[ignore = "a helper process for a_killed_test_process_leaves_no_server_running"]
-fn helper_holds_a_server_until_killed() {
-    if std::env::var_os("NATS_HARNESS_HELPER").is_none() {
-        return;
-    }
-    let server = NatsServer::start().expect("nats-server starts");
-    println!(
-        "NATS-SERVER {} {}",
-        server.pid().expect("running"),
-        server.port()
-    );
-    std::thread::sleep(Duration::from_secs(60));
-}
-
 #[test]
 fn a_killed_test_process_leaves_no_server_running() {
-    let mut helper = Command::new(std::env::current_exe().expect("test executable"))
-        .args([
-            "helper_holds_a_server_until_killed",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-        ])
-        .env("NATS_HARNESS_HELPER", "1")
+    // A process holding a server the way a test does (`tests/src/bin/hold-nats-server.rs`).
+    let mut helper = Command::new(env!("CARGO_BIN_EXE_hold-nats-server"))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
