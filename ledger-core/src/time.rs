@@ -49,6 +49,16 @@ impl Timestamp {
         Some(Timestamp(secs * 1000 + i64::from(millis)))
     }
 
+    /// A UTC day (`2026-03-01`, meaning its midnight) or [`Timestamp::parse_rfc3339`]'s
+    /// form: how people type the ends of a period.
+    pub fn parse_day_or_rfc3339(text: &str) -> Option<Timestamp> {
+        if text.len() == 10 {
+            Timestamp::parse_rfc3339(&format!("{text}T00:00:00Z"))
+        } else {
+            Timestamp::parse_rfc3339(text)
+        }
+    }
+
     /// Parses `YYYY-MM-DDTHH:MM:SS[.mmm]Z` (UTC only: an offset would be a second way to
     /// write the same instant, and the ledger keeps one).
     pub fn parse_rfc3339(text: &str) -> Option<Timestamp> {

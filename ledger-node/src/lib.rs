@@ -334,7 +334,12 @@ pub async fn run(
     let web_task = if cfg.http.enabled {
         let listener = tokio::net::TcpListener::bind(cfg.http.listen)
             .await
-            .with_context(|| format!("opening the web page's listener on {}", cfg.http.listen))?;
+            .with_context(|| {
+                format!(
+                    "opening the web page's listener on {} (if another program holds that port, pass --http-listen ADDR, or --no-http to serve no page)",
+                    cfg.http.listen
+                )
+            })?;
         let addr = listener.local_addr()?;
         tracing::info!(%addr, "web page served at http://{addr}/");
         let web = Arc::new(web::Web {

@@ -25,28 +25,7 @@ pub enum KpiOutput {
 
 /// `--from` and `--to`: a UTC day (`2026-03-01`, its midnight) or an RFC 3339 UTC time.
 pub fn parse_instant(text: &str) -> Result<Timestamp, String> {
-    let day = || {
-        let b = text.as_bytes();
-        let digits = |r: std::ops::Range<usize>| {
-            text.get(r)
-                .filter(|s| s.bytes().all(|c| c.is_ascii_digit()))
-                .and_then(|s| s.parse::<u32>().ok())
-        };
-        if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
-            return None;
-        }
-        Timestamp::from_utc(
-            i64::from(digits(0..4)?),
-            digits(5..7)?,
-            digits(8..10)?,
-            0,
-            0,
-            0,
-            0,
-        )
-    };
-    day()
-        .or_else(|| Timestamp::parse_rfc3339(text))
+    Timestamp::parse_day_or_rfc3339(text)
         .ok_or_else(|| {
             "expected a UTC day like 2026-03-01 (its midnight) or an RFC 3339 UTC time like 2026-03-01T08:00:00Z".to_owned()
         })

@@ -556,7 +556,7 @@ async fn chain_page(
             )
         }
     };
-    let policy = csp(style_hash(&page).as_deref());
+    let policy = csp(Some(&REPORT_STYLE_HASH));
     let mut res = html(StatusCode::OK, Ok(page));
     if let Ok(v) = HeaderValue::from_str(&policy) {
         res.headers_mut().insert(header::CONTENT_SECURITY_POLICY, v);
@@ -564,13 +564,12 @@ async fn chain_page(
     res
 }
 
-/// The CSP hash (base64 of SHA-256) of the page's one inline `<style>` element.
-fn style_hash(page: &str) -> Option<String> {
+/// The CSP hash (base64 of SHA-256) of the report's one inline `<style>` element, whose
+/// text ledger-report publishes.
+static REPORT_STYLE_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     use sha2::Digest;
-    let start = page.find("<style>")? + "<style>".len();
-    let end = start + page[start..].find("</style>")?;
-    Some(base64(&sha2::Sha256::digest(&page.as_bytes()[start..end])))
-}
+    base64(&sha2::Sha256::digest(ledger_report::STYLE.as_bytes()))
+});
 
 fn base64(bytes: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -597,12 +596,7 @@ fn base64(bytes: &[u8]) -> String {
 
 /// A date (`YYYY-MM-DD`, midnight UTC) or an RFC 3339 UTC instant.
 fn instant(field: &str, text: &str) -> Result<Timestamp, String> {
-    let parsed = if text.len() == 10 {
-        Timestamp::parse_rfc3339(&format!("{text}T00:00:00Z"))
-    } else {
-        Timestamp::parse_rfc3339(text)
-    };
-    parsed.ok_or_else(|| {
+    Timestamp::parse_day_or_rfc3339(text).ok_or_else(|| {
         format!("{field}: {text:?} is not a date (YYYY-MM-DD) or a UTC time (YYYY-MM-DDTHH:MM:SSZ)")
     })
 }
